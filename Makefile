@@ -1,0 +1,59 @@
+# The course's commands. `make` alone lists them.
+# Everything runs inside .venv, created on first use and reused afterwards.
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+PROFILE  ?= quick
+# Optional papermill parameters, passed through only when set.
+DEVICE   ?=
+DATASET  ?=
+# A space-separated subset of notebooks (paths or name fragments); empty = the whole course.
+NOTEBOOKS ?=
+
+# The venv's tools first on PATH, so the `python3` kernel is the venv's Python.
+export PATH := $(abspath $(BIN)):$(PATH)
+# Nobody watches a headless kernel: progress bars stay out of stored and checked outputs.
+export TQDM_DISABLE := 1
+export PYTHONHASHSEED := 0
+
+RUN_ARGS = --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE)) $(if $(DATASET),--dataset $(DATASET)) $(NOTEBOOKS)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test unit nbval execute-all refresh lint clean
+
+help: ## list the targets
+	@echo "Attention & Vision Transformer labs. Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "Variables: PROFILE=quick|full  DEVICE=cpu|cuda|mps  DATASET=...  NOTEBOOKS='week6/01 ...'"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+setup: $(STAMP) ## create/refresh the .venv (idempotent)
+
+test: $(STAMP) ## unit tests, notebook structure checks, then nbval over the committed notebooks
+	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
+		--nbval-sanitize-with .nbval-sanitize.cfg $$($(BIN)/python -m scripts.course_notebooks $(NOTEBOOKS))
+
+unit: $(STAMP) ## only the fast unit and structure tests
+	$(BIN)/python -m pytest tests
+
+execute-all: $(STAMP) ## run every notebook with papermill into outputs/executed/ (PROFILE=quick|full)
+	$(BIN)/python -m scripts.execute_notebooks $(RUN_ARGS)
+
+refresh: $(STAMP) ## re-execute notebooks in place (default parameters) to refresh their committed outputs
+	$(BIN)/python -m scripts.execute_notebooks --in-place $(NOTEBOOKS)
+
+lint: $(STAMP) ## ruff over the package, tests, scripts and notebooks
+	$(BIN)/ruff check common tests scripts week6 week4
+	$(BIN)/ruff format --check common tests scripts
+
+clean: ## remove generated outputs and caches (keeps .venv)
+	rm -rf outputs/executed outputs/week4 outputs/week6 outputs/checkpoints .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

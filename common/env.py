@@ -1,0 +1,115 @@
+"""Environment helpers: seeding, device choice, profiles, repository paths and the network guard."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PROFILES = ("quick", "full")
+
+
+def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
+    """Seed Python, NumPy and torch (all devices) with one number and return it."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return seed
+
+
+def get_device(preferred: str | None = None) -> torch.device:
+    """Pick the device: ``cuda`` > ``mps`` > ``cpu``, or the one asked for (``"auto"``/None = best)."""
+    available = {
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        "cpu": True,
+    }
+    if preferred in (None, "", "auto"):
+        return torch.device(next(name for name, ok in available.items() if ok))
+    kind = str(preferred).split(":")[0]
+    if kind not in available:
+        raise ValueError(f"Unknown device {preferred!r}; use one of 'auto', 'cuda', 'mps', 'cpu'.")
+    if not available[kind]:
+        raise ValueError(f"Device {preferred!r} is not available on this machine; use DEVICE='auto' or 'cpu'.")
+    return torch.device(preferred)
+
+
+def resolve_profile(profile: str, **settings: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings of ``profile`` (``quick`` or ``full``), failing clearly on a typo.
+
+    >>> resolve_profile("quick", quick={"epochs": 2}, full={"epochs": 30})
+    {'epochs': 2}
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown PROFILE {profile!r}; use one of {PROFILES}.")
+    if settings:
+        if profile not in settings:
+            raise ValueError(f"No settings given for profile {profile!r}.")
+        return dict(settings[profile])
+    return {}
+
+
+def repo_root() -> Path:
+    """The repository's top folder, whatever the working directory (the package lives inside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def outputs_dir(*parts: str) -> Path:
+    """``outputs/<parts...>`` under the repository, created on first use."""
+    path = repo_root().joinpath("outputs", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class OfflineError(RuntimeError):
+    """Raised when a step needs the network and there is none."""
+
+
+@cache
+def is_online(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
+    """True if ``host:port`` answers a TCP connect within ``timeout`` seconds (DNS included).
+
+    The whole check runs in a daemon thread so a hanging DNS lookup cannot stall the caller.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def require_online(what: str, host: str = "huggingface.co") -> None:
+    """Raise :class:`OfflineError` within seconds, saying what to do, if ``what`` cannot be downloaded."""
+    if os.environ.get("COURSE_OFFLINE") == "1" or not is_online(host):
+        raise OfflineError(
+            f"{what} needs the network ({host} is unreachable). "
+            "Run this notebook on Colab or a connected machine; the rest of the lab works offline."
+        )
+
+
+def in_colab() -> bool:
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True

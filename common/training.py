@@ -1,0 +1,117 @@
+"""A small, reusable training loop: progress bar, per-epoch history, evaluation, warm-up + cosine LR."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from tqdm.auto import tqdm
+
+METRICS = ("accuracy", None)
+
+
+def progress(iterable: Iterable, **kwargs):
+    """tqdm.auto progress bar; silent when TQDM_DISABLE=1 (headless runs: papermill, nbval, CI)."""
+    kwargs.setdefault("disable", os.environ.get("TQDM_DISABLE") == "1")
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
+
+
+@dataclass
+class History:
+    """Per-epoch records: epoch, train_loss, train_metric, val_loss, val_metric, lr, seconds."""
+
+    records: list[dict] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list:
+        return [r[key] for r in self.records]
+
+    def last(self, key: str):
+        return self.records[-1][key]
+
+
+def _batch_metric(outputs: torch.Tensor, targets: torch.Tensor, metric: str | None) -> float:
+    if metric == "accuracy":
+        return (outputs.argmax(-1) == targets).sum().item()
+    return 0.0
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None, device="cpu",
+             metric: str | None = "accuracy") -> dict:
+    """Mean loss and metric (accuracy as a fraction) of ``model`` over ``loader``."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use 'accuracy' or None.")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.eval()
+    total_loss, total_metric, n = 0.0, 0.0, 0
+    for inputs, targets, *_ in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
+        outputs = model(inputs)
+        total_loss += loss_fn(outputs, targets).item() * len(targets)
+        total_metric += _batch_metric(outputs, targets, metric)
+        n += len(targets)
+    return {"loss": total_loss / n, "metric": total_metric / n if metric else None}
+
+
+def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: torch.optim.Optimizer,
+        loss_fn: Callable | None = None, val_loader: Iterable | None = None, scheduler=None, device="cpu",
+        metric: str | None = "accuracy", grad_clip: float | None = None, desc: str = "train") -> History:
+    """Train ``model`` for ``epochs``; the scheduler (if any) steps after every batch.
+
+    Batches are ``(inputs, targets, *extra)``; extra items (e.g. masks) are ignored here.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}.")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; use 'accuracy' or None.")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    model.to(device)
+    history = History()
+    for epoch in progress(range(1, epochs + 1), desc=desc, leave=True):
+        model.train()
+        start, total_loss, total_metric, n = time.perf_counter(), 0.0, 0.0, 0
+        for inputs, targets, *_ in train_loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            outputs = model(inputs)
+            loss = loss_fn(outputs, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total_loss += loss.item() * len(targets)
+            total_metric += _batch_metric(outputs.detach(), targets, metric)
+            n += len(targets)
+        record = {"epoch": epoch, "train_loss": total_loss / n, "train_metric": total_metric / n if metric else None,
+                  "val_loss": None, "val_metric": None, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": time.perf_counter() - start}
+        if val_loader is not None:
+            val = evaluate(model, val_loader, loss_fn, device, metric)
+            record.update(val_loss=val["loss"], val_metric=val["metric"])
+        history.records.append(record)
+    return history
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                  min_lr_ratio: float = 0.0) -> LambdaLR:
+    """Linear warm-up from 0 to the base LR over ``warmup_steps``, then cosine decay to
+    ``min_lr_ratio`` × base LR at ``total_steps``. Step it once per batch."""
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}.")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return LambdaLR(optimizer, factor)
