@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 RUN_ARGS = --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE)) $(if $(DATASET),--dataset $(DATASET)) $(NOTEBOOKS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test unit nbval execute-all refresh lint clean
+.PHONY: help setup lab test unit execute-all refresh lint clean
 
 help: ## list the targets
 	@echo "Attention & Vision Transformer labs. Targets:"
@@ -35,6 +35,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $@
 
 setup: $(STAMP) ## create/refresh the .venv (idempotent)
+
+lab: $(STAMP) ## open JupyterLab on the course (step through the notebooks locally)
+	$(BIN)/jupyter lab
 
 test: $(STAMP) ## unit tests, notebook structure checks, then nbval over the committed notebooks
 	$(BIN)/python -m pytest tests

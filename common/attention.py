@@ -75,8 +75,14 @@ class MultiHeadAttention(nn.Module):
     with ``return_attention=True`` the explicit path runs and the per-head weights are returned.
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(
@@ -97,8 +103,9 @@ class MultiHeadAttention(nn.Module):
         # (B, N, 3*C) -> (3, B, heads, N, head_dim): split into q, k, v and then into heads.
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if return_attention:
-            out, weights = scaled_dot_product_attention(q, k, v, mask=mask, scale=self.scale,
-                                                        dropout=self.attn_drop)
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask=mask, scale=self.scale, dropout=self.attn_drop
+            )
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.0

@@ -39,17 +39,28 @@ class TransformerBlock(nn.Module):
     ``residual=False`` drops the skip connections (only to measure what they are for).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, activation: str = "gelu", norm: str = "pre",
-                 residual: bool = True, qkv_bias: bool = True, norm_eps: float = 1e-5):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        activation: str = "gelu",
+        norm: str = "pre",
+        residual: bool = True,
+        qkv_bias: bool = True,
+        norm_eps: float = 1e-5,
+    ):
         super().__init__()
         if norm not in NORM_POSITIONS:
             raise ValueError(f"unknown norm position {norm!r}; use 'pre' or 'post'.")
         self.norm_position = norm
         self.residual = residual
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_dropout,
-                                       proj_drop=dropout)
+        self.attn = MultiHeadAttention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_dropout, proj_drop=dropout
+        )
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = FeedForward(dim, int(dim * mlp_ratio), activation=activation, dropout=dropout)
 

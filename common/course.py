@@ -15,7 +15,7 @@ BRANCH = "main"
 # Week 6 (attention, the transformer) comes first: week 4's ViT is built from its blocks.
 WEEK_ORDER = ("week6", "week4")
 
-SETUP_CELL = f'''\
+SETUP_CELL = f"""\
 # Setup: on Colab, fetch the course and install its helper package `common`; locally nothing happens.
 import sys
 
@@ -29,7 +29,7 @@ if "google.colab" in sys.modules:
     # Colab's own torch/torchvision stay; only our package and what Colab lacks get installed.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "timm", "seaborn"], check=True)
-    sys.path.insert(0, repo)'''
+    sys.path.insert(0, repo)"""
 
 
 def notebooks() -> list[Path]:
@@ -55,7 +55,9 @@ def colab_url(notebook: Path | str) -> str:
 
 
 def colab_badge(notebook: Path | str) -> str:
-    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+    return (
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+    )
 
 
 def declared_figures(notebook: Path | str) -> list[str]:

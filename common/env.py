@@ -42,7 +42,9 @@ def get_device(preferred: str | None = None) -> torch.device:
     if kind not in available:
         raise ValueError(f"Unknown device {preferred!r}; use one of 'auto', 'cuda', 'mps', 'cpu'.")
     if not available[kind]:
-        raise ValueError(f"Device {preferred!r} is not available on this machine; use DEVICE='auto' or 'cpu'.")
+        raise ValueError(
+            f"Device {preferred!r} is not available on this machine; use DEVICE='auto' or 'cpu'."
+        )
     return torch.device(preferred)
 
 

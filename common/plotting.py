@@ -15,8 +15,15 @@ from common.env import outputs_dir, repo_root
 def set_style() -> None:
     """The course's figure style: seaborn's whitegrid, readable fonts, moderate inline size."""
     sns.set_theme(style="whitegrid", context="notebook", palette="deep")
-    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 130, "savefig.bbox": "tight",
-                         "axes.titleweight": "bold", "figure.autolayout": False})
+    plt.rcParams.update(
+        {
+            "figure.dpi": 90,
+            "savefig.dpi": 130,
+            "savefig.bbox": "tight",
+            "axes.titleweight": "bold",
+            "figure.autolayout": False,
+        }
+    )
 
 
 def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
@@ -43,20 +50,40 @@ def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
     plt.close(fig)
 
 
-def attention_heatmap(weights, x_labels: Sequence[str] | None = None, y_labels: Sequence[str] | None = None,
-                      ax: plt.Axes | None = None, title: str | None = None, annot: bool | None = None,
-                      cmap: str = "viridis", vmax: float | None = None, cbar: bool = True) -> plt.Axes:
+def attention_heatmap(
+    weights,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+    annot: bool | None = None,
+    cmap: str = "viridis",
+    vmax: float | None = None,
+    cbar: bool = True,
+) -> plt.Axes:
     """Heatmap of an (n_queries, n_keys) weight matrix: rows are queries, columns the keys they attend to."""
     w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
     if w.ndim != 2:
-        raise ValueError(f"attention_heatmap needs a 2-D matrix, got shape {w.shape}; select one head/example.")
+        raise ValueError(
+            f"attention_heatmap needs a 2-D matrix, got shape {w.shape}; select one head/example."
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(1 + 0.5 * w.shape[1], 0.8 + 0.45 * w.shape[0]))
     annot = w.size <= 100 if annot is None else annot
-    sns.heatmap(w, ax=ax, cmap=cmap, vmin=0, vmax=vmax, annot=annot, fmt=".2f", square=True, cbar=cbar,
-                xticklabels=list(x_labels) if x_labels is not None else "auto",
-                yticklabels=list(y_labels) if y_labels is not None else "auto",
-                annot_kws={"fontsize": 8})
+    sns.heatmap(
+        w,
+        ax=ax,
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+        annot=annot,
+        fmt=".2f",
+        square=True,
+        cbar=cbar,
+        xticklabels=list(x_labels) if x_labels is not None else "auto",
+        yticklabels=list(y_labels) if y_labels is not None else "auto",
+        annot_kws={"fontsize": 8},
+    )
     ax.set_xlabel("key (attended to)")
     ax.set_ylabel("query")
     if title:

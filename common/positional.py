@@ -43,7 +43,9 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1] > self.pe.shape[0]:
-            raise ValueError(f"sequence length {x.shape[1]} exceeds max_len={self.pe.shape[0]}; raise max_len.")
+            raise ValueError(
+                f"sequence length {x.shape[1]} exceeds max_len={self.pe.shape[0]}; raise max_len."
+            )
         return self.dropout(x + self.pe[: x.shape[1]])
 
 

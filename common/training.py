@@ -43,8 +43,13 @@ def _batch_metric(outputs: torch.Tensor, targets: torch.Tensor, metric: str | No
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None, device="cpu",
-             metric: str | None = "accuracy") -> dict:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: Callable | None = None,
+    device="cpu",
+    metric: str | None = "accuracy",
+) -> dict:
     """Mean loss and metric (accuracy as a fraction) of ``model`` over ``loader``."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use 'accuracy' or None.")
@@ -60,9 +65,20 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable | None = None
     return {"loss": total_loss / n, "metric": total_metric / n if metric else None}
 
 
-def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: torch.optim.Optimizer,
-        loss_fn: Callable | None = None, val_loader: Iterable | None = None, scheduler=None, device="cpu",
-        metric: str | None = "accuracy", grad_clip: float | None = None, desc: str = "train") -> History:
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    *,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable | None = None,
+    val_loader: Iterable | None = None,
+    scheduler=None,
+    device="cpu",
+    metric: str | None = "accuracy",
+    grad_clip: float | None = None,
+    desc: str = "train",
+) -> History:
     """Train ``model`` for ``epochs``; the scheduler (if any) steps after every batch.
 
     Batches are ``(inputs, targets, *extra)``; extra items (e.g. masks) are ignored here.
@@ -91,9 +107,15 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
             total_loss += loss.item() * len(targets)
             total_metric += _batch_metric(outputs.detach(), targets, metric)
             n += len(targets)
-        record = {"epoch": epoch, "train_loss": total_loss / n, "train_metric": total_metric / n if metric else None,
-                  "val_loss": None, "val_metric": None, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.perf_counter() - start}
+        record = {
+            "epoch": epoch,
+            "train_loss": total_loss / n,
+            "train_metric": total_metric / n if metric else None,
+            "val_loss": None,
+            "val_metric": None,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
         if val_loader is not None:
             val = evaluate(model, val_loader, loss_fn, device, metric)
             record.update(val_loss=val["loss"], val_metric=val["metric"])
@@ -101,8 +123,9 @@ def fit(model: nn.Module, train_loader: Iterable, *, epochs: int, optimizer: tor
     return history
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                  min_lr_ratio: float = 0.0) -> LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+) -> LambdaLR:
     """Linear warm-up from 0 to the base LR over ``warmup_steps``, then cosine decay to
     ``min_lr_ratio`` × base LR at ``total_steps``. Step it once per batch."""
     if not 0 <= warmup_steps < total_steps:

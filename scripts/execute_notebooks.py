@@ -38,24 +38,36 @@ def strip_run_metadata(path: Path) -> None:
 
 def execute(notebook: Path, target: Path, parameters: dict) -> None:
     pm.execute_notebook(
-        str(repo_root() / notebook), str(target), parameters=parameters, kernel_name="python3",
-        cwd=str((repo_root() / notebook).parent), progress_bar=False, log_output=False,
+        str(repo_root() / notebook),
+        str(target),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str((repo_root() / notebook).parent),
+        progress_bar=False,
+        log_output=False,
     )
 
 
 def missing_figures(notebook: Path, since: float) -> list[str]:
     outputs = repo_root() / "outputs"
-    return [f for f in declared_figures(notebook)
-            if not (outputs / f).exists() or (outputs / f).stat().st_mtime < since]
+    return [
+        f
+        for f in declared_figures(notebook)
+        if not (outputs / f).exists() or (outputs / f).stat().st_mtime < since
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="*", help="paths or fragments such as week6/01 (default: all)")
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--device", default=None, help="cpu, cuda, mps or auto")
     parser.add_argument("--dataset", default=None, help="passed to notebooks that take a DATASET parameter")
-    parser.add_argument("--in-place", action="store_true", help="refresh committed notebooks (default parameters)")
+    parser.add_argument(
+        "--in-place", action="store_true", help="refresh committed notebooks (default parameters)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -63,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(str(err))
     if args.in_place and (args.profile != "quick" or args.device or args.dataset):
-        parser.error("--in-place keeps the committed defaults; do not combine it with --profile/--device/--dataset.")
+        parser.error(
+            "--in-place keeps the committed defaults; do not combine it with --profile/--device/--dataset."
+        )
     parameters = {} if args.in_place else {"PROFILE": args.profile}
     parameters.update({k: v for k, v in (("DEVICE", args.device), ("DATASET", args.dataset)) if v})
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # inline figures in the kernel
@@ -89,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.move(target, repo_root() / notebook)
         except PapermillExecutionError as err:
             status = "FAILED"
-            failures.append(f"{notebook}: cell {err.cell_index} (execution count {err.exec_count}) raised "
-                            f"{err.ename}: {err.evalue}")
+            failures.append(
+                f"{notebook}: cell {err.cell_index} (execution count {err.exec_count}) raised "
+                f"{err.ename}: {err.evalue}"
+            )
         except Exception as err:  # noqa: BLE001 - report every kind of failure with the notebook's name
             status = "FAILED"
             failures.append(f"{notebook}: {type(err).__name__}: {err}")

@@ -11,8 +11,11 @@ from common.attention import MultiHeadAttention, causal_mask, padding_mask, scal
 @pytest.fixture
 def qkv():
     g = torch.Generator().manual_seed(0)
-    return (torch.randn(2, 3, 5, 8, generator=g), torch.randn(2, 3, 7, 8, generator=g),
-            torch.randn(2, 3, 7, 4, generator=g))
+    return (
+        torch.randn(2, 3, 5, 8, generator=g),
+        torch.randn(2, 3, 7, 8, generator=g),
+        torch.randn(2, 3, 7, 4, generator=g),
+    )
 
 
 def test_matches_torch_sdpa_without_mask(qkv):
@@ -26,7 +29,9 @@ def test_matches_torch_sdpa_with_boolean_and_float_masks(qkv):
     mask = torch.rand(5, 7, generator=torch.Generator().manual_seed(1)) > 0.4
     mask[:, 0] = True  # every query keeps at least one key
     out, w = scaled_dot_product_attention(q, k, v, mask=mask)
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6, rtol=1e-5
+    )
     assert torch.all(w[..., ~mask] == 0)
     additive = torch.zeros(5, 7).masked_fill(~mask, float("-inf"))
     out_f, _ = scaled_dot_product_attention(q, k, v, mask=additive)
@@ -36,7 +41,9 @@ def test_matches_torch_sdpa_with_boolean_and_float_masks(qkv):
 def test_causal_mask_matches_torch_is_causal():
     q = k = v = torch.randn(1, 2, 6, 4)
     out, w = scaled_dot_product_attention(q, k, v, mask=causal_mask(6))
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        out, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6, rtol=1e-5
+    )
     assert torch.all(w.triu(1) == 0)
 
 

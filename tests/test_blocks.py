@@ -21,8 +21,15 @@ def test_parameter_count_matches_formula(d, heads, ratio):
 def _torch_layer(block: TransformerBlock, norm_first: bool) -> nn.TransformerEncoderLayer:
     """The reference: torch's own encoder layer (used only in tests), loaded with the same weights."""
     d = block.norm1.normalized_shape[0]
-    ref = nn.TransformerEncoderLayer(d, block.attn.num_heads, block.mlp.fc1.out_features, dropout=0.0,
-                                     activation="gelu", batch_first=True, norm_first=norm_first)
+    ref = nn.TransformerEncoderLayer(
+        d,
+        block.attn.num_heads,
+        block.mlp.fc1.out_features,
+        dropout=0.0,
+        activation="gelu",
+        batch_first=True,
+        norm_first=norm_first,
+    )
     with torch.no_grad():
         ref.self_attn.in_proj_weight.copy_(block.attn.qkv.weight)
         ref.self_attn.in_proj_bias.copy_(block.attn.qkv.bias)

@@ -12,7 +12,8 @@ def test_setup_cell_compiles_and_uses_the_slug():
 
 def test_colab_url_points_at_the_file():
     assert colab_url("week6/01_attention_basics.ipynb").endswith(
-        f"github/{REPO_SLUG}/blob/main/week6/01_attention_basics.ipynb")
+        f"github/{REPO_SLUG}/blob/main/week6/01_attention_basics.ipynb"
+    )
 
 
 def test_select_notebooks_rejects_unknown_names():

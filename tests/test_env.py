@@ -23,7 +23,9 @@ def test_seed_rejects_negative():
 
 def test_get_device_auto_and_explicit():
     assert env.get_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    expected = (
+        "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    )
     assert env.get_device().type == expected == env.get_device("auto").type
 
 

@@ -50,10 +50,15 @@ def test_exactly_one_parameters_cell_with_quick_defaults(nb):
     cells = load(nb)["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
-    assert not any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells), \
+    assert not any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells), (
         "stale papermill injected-parameters cell: refresh with `make refresh`"
-    values = {t.id: ast.literal_eval(node.value) for node in ast.parse(source(tagged[0])).body
-              if isinstance(node, ast.Assign) for t in node.targets}
+    )
+    values = {
+        t.id: ast.literal_eval(node.value)
+        for node in ast.parse(source(tagged[0])).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+    }
     assert {"PROFILE", "SEED", "DEVICE"} <= values.keys()
     assert values["PROFILE"] == "quick"
 

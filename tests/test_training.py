@@ -19,7 +19,9 @@ def test_fit_learns_a_separable_problem_and_records_history():
     torch.manual_seed(0)
     model = nn.Linear(2, 2)
     loader = _separable_data()
-    hist = fit(model, loader, epochs=15, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), val_loader=loader)
+    hist = fit(
+        model, loader, epochs=15, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), val_loader=loader
+    )
     assert isinstance(hist, History) and hist["epoch"] == list(range(1, 16))
     assert hist["train_loss"][-1] < hist["train_loss"][0]
     assert hist.last("val_metric") > 0.95
@@ -35,8 +37,14 @@ def test_fit_regression_without_metric():
     y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
     model = nn.Linear(3, 1)
     loader = DataLoader(TensorDataset(x, y), batch_size=16)
-    hist = fit(model, loader, epochs=30, optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
-               loss_fn=nn.MSELoss(), metric=None)
+    hist = fit(
+        model,
+        loader,
+        epochs=30,
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.1),
+        loss_fn=nn.MSELoss(),
+        metric=None,
+    )
     assert hist.last("train_metric") is None and hist.last("train_loss") < 1e-2
 
 

@@ -1,0 +1,255 @@
+"""Training DINO: the student/teacher pair, one optimisation step, the loop, checkpoints, several processes.
+
+- :class:`DINOConfig`: every hyper-parameter of the method in one place (defaults follow the reference code
+  for ViT-S/16, except the sizes, which suit 32-pixel images).
+- :class:`DINO`: student and teacher (:class:`common.dino.MultiCropWrapper`), the loss, the schedules.
+- :func:`train_dino`: the loop (progress bar, per-step history, optional evaluation callback per epoch).
+- :func:`save_checkpoint` (atomic) / :func:`load_checkpoint` (``weights_only=True``).
+- :func:`init_distributed`: reads torchrun's environment; NCCL on GPUs, gloo on CPU. With several processes
+  the student is wrapped in ``DistributedDataParallel`` (gradients averaged), the center is all-reduced in
+  :meth:`common.dino.DINOLoss.update_center`, so every process holds the same student, teacher and center.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from common.dino import (DINOHead, DINOLoss, MultiCropWrapper, cosine_schedule, teacher_temperature_schedule,
+                         update_teacher)
+from common.training import progress
+
+
+@dataclass
+class DINOConfig:
+    """DINO's hyper-parameters. ``lr`` is the base rate for a batch of 256 (scaled linearly, as in DINO)."""
+
+    out_dim: int = 1024  # K, the number of "prototypes" (65536 in the paper)
+    hidden_dim: int = 512
+    bottleneck_dim: int = 128
+    head_layers: int = 3
+    norm_last_layer: bool = True
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+    centering: bool = True
+    momentum_teacher: float = 0.996  # cosine-scheduled to 1.0
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_epochs: int = 1
+    weight_decay: float = 0.04  # cosine-scheduled to weight_decay_end
+    weight_decay_end: float = 0.4
+    clip_grad: float | None = 3.0
+    freeze_last_layer_epochs: int = 1
+    epochs: int = 10
+    n_global: int = 2
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs ({self.epochs}).")
+        if self.warmup_teacher_temp_epochs > self.epochs:
+            raise ValueError("warmup_teacher_temp_epochs must not exceed epochs.")
+
+
+@dataclass
+class DINOHistory:
+    """Per step: loss, teacher_entropy, kl, lr, wd, momentum, teacher_temp. Per evaluation: epoch, knn."""
+
+    steps: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in (
+        "loss", "teacher_entropy", "kl", "lr", "wd", "momentum", "teacher_temp")})
+    evals: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+class DINO(nn.Module):
+    """Student and teacher (same backbone + head architecture, the teacher gets no gradients) and the loss.
+
+    ``backbone_factory()`` must build a backbone whose ``forward`` returns the CLS feature (B, embed_dim),
+    e.g. ``lambda: VisionTransformer(num_classes=0, ...)``. The teacher starts as a copy of the student.
+    """
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, config: DINOConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        head = DINOHead(embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.head_layers, c.norm_last_layer)
+        self.student = MultiCropWrapper(backbone, head)
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.loss = DINOLoss(c.out_dim, c.student_temp, c.center_momentum, centering=c.centering)
+
+    @property
+    def teacher_backbone(self) -> nn.Module:
+        return self.teacher.backbone
+
+
+def param_groups(module: nn.Module) -> list[dict]:
+    """Weight decay on weight matrices only; biases and norm parameters (1-D) get none (DINO's choice)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class DINOTrainer:
+    """Owns the optimiser and schedules and runs DINO steps. ``batch_size`` is per process."""
+
+    def __init__(self, dino: DINO, steps_per_epoch: int, batch_size: int, device="cpu"):
+        self.dino, self.device = dino.to(device), torch.device(device)
+        c = dino.config
+        self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        student = dino.student
+        if self.world_size > 1:  # the teacher stays local: it is updated identically everywhere by EMA
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            student = DistributedDataParallel(student, device_ids=ids)
+            # DDP broadcast rank 0's student at construction: start every teacher from that same student.
+            dino.teacher.load_state_dict(dino.student.state_dict())
+        self.student = student
+        total = c.epochs * steps_per_epoch
+        self.steps_per_epoch, self.total_steps, self.step = steps_per_epoch, total, 0
+        lr = c.lr * batch_size * self.world_size / 256
+        self.lr = cosine_schedule(lr, c.min_lr, total, c.warmup_epochs * steps_per_epoch)
+        self.wd = cosine_schedule(c.weight_decay, c.weight_decay_end, total)
+        self.momentum = cosine_schedule(c.momentum_teacher, 1.0, total)
+        self.teacher_temp = teacher_temperature_schedule(c.warmup_teacher_temp, c.teacher_temp,
+                                                         c.warmup_teacher_temp_epochs * steps_per_epoch, total)
+        self.optimizer = torch.optim.AdamW(param_groups(dino.student))
+
+    def train_step(self, crops: list[torch.Tensor]) -> dict[str, float]:
+        """One DINO step on a list of crop batches ``[global_1, global_2, local_1, ...]``."""
+        if self.step >= self.total_steps:
+            raise ValueError(f"all {self.total_steps} scheduled steps are done; build a new trainer to go on.")
+        c, dino, it = self.dino.config, self.dino, self.step
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = self.lr[it]
+            if i == 0:  # only the weight matrices are decayed
+                group["weight_decay"] = self.wd[it]
+        crops = [x.to(self.device, non_blocking=True) for x in crops]
+        dino.student.train()
+        dino.teacher.train()
+        with torch.no_grad():
+            teacher_out = dino.teacher(crops[:c.n_global])  # the teacher sees the global views only
+        student_out = self.student(crops)
+        loss = dino.loss(student_out, teacher_out, float(self.teacher_temp[it]), n_global=c.n_global)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"DINO loss is {loss.item()} at step {it}; lower the learning rate.")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip_grad is not None:
+            nn.utils.clip_grad_norm_(dino.student.parameters(), c.clip_grad)
+        if it < c.freeze_last_layer_epochs * self.steps_per_epoch:  # DINO: keep the last layer fixed early on
+            for p in dino.student.head.last_layer.parameters():
+                p.grad = None
+        self.optimizer.step()
+        update_teacher(dino.student, dino.teacher, float(self.momentum[it]))
+        self.step += 1
+        return {"loss": loss.item(), **dino.loss.last_stats, "lr": float(self.lr[it]), "wd": float(self.wd[it]),
+                "momentum": float(self.momentum[it]), "teacher_temp": float(self.teacher_temp[it])}
+
+
+def train_dino(trainer: DINOTrainer, loader: Iterable, epochs: int | None = None,
+               eval_fn: Callable[[nn.Module], float] | None = None, eval_every: int = 1,
+               desc: str = "DINO", max_steps: int | None = None) -> DINOHistory:
+    """Run ``epochs`` (default: the config's) over ``loader`` of ``(crops, labels)``; labels are ignored.
+
+    ``eval_fn(teacher_backbone) -> float`` (e.g. k-NN accuracy) runs before training and every
+    ``eval_every`` epochs; ``max_steps`` stops early (smoke tests).
+    """
+    epochs = trainer.dino.config.epochs if epochs is None else epochs
+    history = DINOHistory()
+    if eval_fn is not None:
+        history.evals.append({"epoch": 0, "knn": eval_fn(trainer.dino.teacher_backbone)})
+    start = time.perf_counter()
+    bar = progress(range(1, epochs + 1), desc=desc, leave=True)
+    for epoch in bar:
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)  # DistributedSampler: a new shuffle per epoch
+        for crops, *_ in loader:
+            stats = trainer.train_step(crops)
+            for key, value in stats.items():
+                history.steps[key].append(value)
+            if max_steps is not None and trainer.step >= max_steps:
+                break
+        if eval_fn is not None and (epoch % eval_every == 0 or epoch == epochs):
+            history.evals.append({"epoch": epoch, "knn": eval_fn(trainer.dino.teacher_backbone)})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{history.steps['loss'][-1]:.3f}",
+                            H=f"{history.steps['teacher_entropy'][-1]:.2f}")
+        if max_steps is not None and trainer.step >= max_steps:
+            break
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints and processes
+# ---------------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, **state) -> Path:
+    """``torch.save(state)`` to a temporary file beside ``path``, then an atomic rename: a crash mid-write
+    never leaves a truncated checkpoint. Keep ``state`` to tensors, numbers, strings, lists and dicts so
+    :func:`load_checkpoint` can use ``weights_only=True``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs from the file)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train first (scripts/train_dino.py) or fix the path.")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def dino_state(trainer: DINOTrainer) -> dict:
+    """Everything needed to resume or evaluate: both networks, the center, optimiser, step and config."""
+    d = trainer.dino
+    return {"student": d.student.state_dict(), "teacher": d.teacher.state_dict(), "center": d.loss.center,
+            "optimizer": trainer.optimizer.state_dict(), "step": trainer.step, "config": asdict(d.config)}
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)`` from torchrun's environment; a single process without it.
+
+    One process per GPU with NCCL when CUDA is present, otherwise gloo on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl")
+        device = torch.device("cuda", local_rank)
+    else:
+        dist.init_process_group("gloo")
+        device = torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
