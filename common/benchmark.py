@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,8 +13,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
+
+# torch.utils.benchmark imports cpp_extension, which warns "No CUDA runtime is found, using CUDA_HOME=..."
+# on CPU-only machines: irrelevant here (nothing is compiled) and it leaks a machine path into notebooks.
+_cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+_cpp_level = _cpp_logger.level
+_cpp_logger.setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
+_cpp_logger.setLevel(_cpp_level)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -85,11 +96,33 @@ class PeakMemory:
         return f"{self.mib:.2f} MiB on {self.device} ({self.method})"
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence file descriptor 2 for a moment: the profiler's C++ backend (kineto) logs a line on every
+    start and stop straight to it, which would clutter notebook outputs. Python's own stderr is untouched."""
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no real file descriptor 2 (some embedded interpreters): nothing to silence
+        yield
+        return
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _peak_from_cpu_profiler(fn: Callable, args: tuple, kwargs: dict) -> int:
     # The profiler records every allocation and free of the CPU allocator with its size and time;
     # replaying them in time order gives the running total of live tensor bytes, and its maximum.
     activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as prof, torch.no_grad():
+    with (
+        _quiet_native_stderr(),
+        torch.profiler.profile(activities=activities, profile_memory=True) as prof,
+        torch.no_grad(),
+    ):
         fn(*args, **kwargs)
     events = [
         e

@@ -5,13 +5,19 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm.auto import tqdm
+from tqdm import TqdmWarning
+
+# Without ipywidgets, tqdm.auto warns (printing a machine-specific path) and falls back to text bars.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 METRICS = ("accuracy", None)
 

@@ -1,0 +1,92 @@
+"""Reading attention weights: how spread out a head is (entropy), how far it looks (mean distance),
+and how different the heads of one layer are from each other (Jensen-Shannon diversity).
+
+Every function takes attention weights shaped (..., n_queries, n_keys) whose rows are probability
+distributions, e.g. the ``(B, heads, N, N)`` weights of ``MultiHeadAttention(..., return_attention=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _check_weights(weights: Tensor, min_dims: int = 2) -> Tensor:
+    if weights.ndim < min_dims:
+        raise ValueError(
+            f"attention weights need at least {min_dims} dims (..., n_queries, n_keys), "
+            f"got shape {tuple(weights.shape)}."
+        )
+    w = weights.detach().double()
+    if (w < 0).any() or not torch.allclose(w.sum(-1), torch.ones((), dtype=w.dtype), atol=1e-4):
+        raise ValueError(
+            "attention weights must be non-negative with rows summing to 1 (softmax output); "
+            "pass the weights, not the raw scores."
+        )
+    return w
+
+
+def attention_entropy(weights: Tensor, normalize: bool = False) -> Tensor:
+    """Shannon entropy (nats) of every query's distribution over the keys: shape (..., n_queries).
+
+    0 = all weight on one key; ln(n_keys) = uniform. ``normalize=True`` divides by ln(n_keys) -> [0, 1].
+    """
+    w = _check_weights(weights)
+    entropy = -(w * w.clamp_min(1e-300).log()).sum(-1)  # 0·log 0 = 0
+    if normalize:
+        n_keys = w.shape[-1]
+        entropy = entropy / math.log(n_keys) if n_keys > 1 else torch.zeros_like(entropy)
+    return entropy.to(weights.dtype)
+
+
+def mean_attention_distance(weights: Tensor) -> Tensor:
+    """Average |query position - key position| under the weights, over the queries: shape (...,).
+
+    1 for a head that always looks at a neighbour, near n/3 for uniform attention over n positions.
+    Needs self-attention weights (n_queries == n_keys, positions 0..n-1).
+    """
+    w = _check_weights(weights)
+    n_q, n_k = w.shape[-2:]
+    if n_q != n_k:
+        raise ValueError(
+            f"mean attention distance needs self-attention weights (n_queries == n_keys), "
+            f"got {n_q} queries and {n_k} keys."
+        )
+    pos = torch.arange(n_q, dtype=w.dtype, device=w.device)
+    distance = (pos[:, None] - pos[None, :]).abs()
+    return (w * distance).sum(-1).mean(-1).to(weights.dtype)
+
+
+def head_distance_matrix(weights: Tensor) -> Tensor:
+    """(heads, heads) Jensen-Shannon distance (base 2, in [0, 1]) between every pair of heads.
+
+    ``weights``: (heads, n_q, n_k) or (batch, heads, n_q, n_k). The distance between two heads is the
+    JS distance sqrt(JSD) of their weight rows, averaged over queries (and batch).
+    """
+    w = _check_weights(weights, min_dims=3)
+    if w.ndim == 3:
+        w = w[None]
+    if w.ndim != 4:
+        raise ValueError(
+            f"expected (heads, n_q, n_k) or (batch, heads, n_q, n_k), got shape {tuple(weights.shape)}."
+        )
+    p, q = w[:, :, None], w[:, None, :]  # (B, H, 1, n_q, n_k) against (B, 1, H, n_q, n_k)
+    m = 0.5 * (p + q)
+
+    def kl(a: Tensor, b: Tensor) -> Tensor:  # KL(a || b) in bits; terms with a = 0 contribute 0
+        return torch.where(a > 0, a * (a.clamp_min(1e-300) / b.clamp_min(1e-300)).log2(), 0.0).sum(-1)
+
+    jsd = (0.5 * kl(p, m) + 0.5 * kl(q, m)).clamp(0.0, 1.0)
+    return jsd.sqrt().mean(dim=(0, 3)).to(weights.dtype)
+
+
+def head_diversity(weights: Tensor) -> float:
+    """Mean Jensen-Shannon distance over all pairs of different heads: 0 = all heads attend alike,
+    1 = every pair of heads puts its weight on disjoint keys. Needs at least 2 heads."""
+    d = head_distance_matrix(weights)
+    h = d.shape[0]
+    if h < 2:
+        raise ValueError("head diversity compares heads with each other: pass weights of at least 2 heads.")
+    return (d.sum() / (h * (h - 1))).item()  # the diagonal is 0

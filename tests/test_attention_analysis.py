@@ -1,0 +1,87 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import entropy as scipy_entropy
+
+from common.attention import MultiHeadAttention
+from common.attention_analysis import (
+    attention_entropy,
+    head_distance_matrix,
+    head_diversity,
+    mean_attention_distance,
+)
+
+
+def random_weights(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).mul(2).softmax(-1)
+
+
+def test_entropy_matches_scipy_and_its_extremes():
+    w = random_weights(2, 3, 5, 7)
+    ours = attention_entropy(w)
+    ref = scipy_entropy(w.numpy(), axis=-1)
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=1e-5)
+    one_hot = torch.eye(4)
+    assert torch.allclose(attention_entropy(one_hot), torch.zeros(4))
+    uniform = torch.full((3, 8), 1 / 8)
+    assert torch.allclose(attention_entropy(uniform), torch.full((3,), math.log(8)))
+    assert torch.allclose(attention_entropy(uniform, normalize=True), torch.ones(3))
+
+
+def test_mean_distance_by_hand():
+    n = 5
+    previous = torch.zeros(n, n)
+    previous[0, 0] = 1.0
+    previous[torch.arange(1, n), torch.arange(n - 1)] = 1.0  # every query looks one step back
+    assert mean_attention_distance(previous).item() == pytest.approx((n - 1) / n)
+    uniform = torch.full((n, n), 1 / n)
+    expected = sum(abs(i - j) for i in range(n) for j in range(n)) / n**2
+    assert mean_attention_distance(uniform).item() == pytest.approx(expected)
+    assert mean_attention_distance(torch.eye(n)).item() == 0.0
+
+
+def test_head_distances_match_scipy_jensen_shannon():
+    w = random_weights(2, 3, 4, 6, seed=1)  # batch 2, heads 3, 4 queries, 6 keys
+    ours = head_distance_matrix(w)
+    ref = np.zeros((3, 3))
+    for a in range(3):
+        for b in range(3):
+            ref[a, b] = np.mean(
+                [
+                    jensenshannon(w[i, a, q].numpy(), w[i, b, q].numpy(), base=2)
+                    for i in range(2)
+                    for q in range(4)
+                ]
+            )
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-5)
+    assert head_diversity(w) == pytest.approx(ref[~np.eye(3, dtype=bool)].mean(), abs=1e-5)
+
+
+def test_diversity_is_zero_for_identical_heads_and_one_for_disjoint_heads():
+    same = random_weights(1, 5, 5).expand(4, 5, 5)
+    assert head_diversity(same) == pytest.approx(0.0, abs=1e-6)
+    disjoint = torch.stack([torch.eye(4), torch.eye(4).roll(1, dims=1)])
+    assert head_diversity(disjoint) == pytest.approx(1.0)
+
+
+def test_works_on_multihead_attention_output():
+    torch.manual_seed(0)
+    _, w = MultiHeadAttention(16, 4)(torch.randn(3, 7, 16), return_attention=True)
+    assert attention_entropy(w).shape == (3, 4, 7)
+    assert mean_attention_distance(w).shape == (3, 4)
+    assert head_distance_matrix(w).shape == (4, 4)
+    assert 0.0 <= head_diversity(w) <= 1.0
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="rows summing to 1"):
+        attention_entropy(torch.randn(3, 3))
+    with pytest.raises(ValueError, match="n_queries == n_keys"):
+        mean_attention_distance(random_weights(3, 4))
+    with pytest.raises(ValueError, match="at least 2 heads"):
+        head_diversity(random_weights(1, 3, 3))
+    with pytest.raises(ValueError, match="at least 3 dims"):
+        head_distance_matrix(random_weights(3, 3))

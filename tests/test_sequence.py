@@ -1,0 +1,143 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from common.blocks import TransformerBlock
+from common.sequence import (
+    RecurrentRegressor,
+    TransformerRegressor,
+    gradient_saliency,
+    occlusion_importance,
+    sine_wave_splits,
+    sine_waves,
+)
+
+
+def test_sine_waves_follow_the_sine_recurrence():
+    # Any sampled sine obeys y[t+1] = 2 cos(f) y[t] - y[t-1]; a single wave of known f checks the layout
+    # (inputs are y(0..N-1), the target is y(N)).
+    x, y = sine_waves(1, seq_len=20, seed=3, amplitude=(1.0, 1.0), frequency=(0.3, 0.3))
+    assert x.shape == (1, 20, 1) and y.shape == (1, 1)
+    seq = torch.cat([x[0, :, 0], y[0]]).double()
+    torch.testing.assert_close(seq[2:], 2 * math.cos(0.3) * seq[1:-1] - seq[:-2], atol=1e-5, rtol=0)
+    assert seq.abs().max() <= 1.0 + 1e-6
+
+
+def test_sine_waves_are_reproducible_and_the_splits_differ():
+    a, _ = sine_waves(8, seed=1)
+    b, _ = sine_waves(8, seed=1)
+    torch.testing.assert_close(a, b)
+    splits = sine_wave_splits(16, 4, 8, seed=0)
+    assert [len(s) for s in (splits.train, splits.val, splits.test)] == [16, 4, 8]
+    assert not torch.allclose(splits.train.tensors[0][:4], splits.val.tensors[0])
+
+
+def test_noise_touches_inputs_only():
+    clean_x, clean_y = sine_waves(4, seed=2)
+    noisy_x, noisy_y = sine_waves(4, seed=2, noise_std=0.1)
+    torch.testing.assert_close(clean_y, noisy_y)
+    assert 0.03 < (noisy_x - clean_x).std().item() < 0.3
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="seq_len"):
+        sine_waves(4, seq_len=1)
+    with pytest.raises(ValueError, match="noise_std"):
+        sine_waves(4, noise_std=-1)
+    with pytest.raises(ValueError, match="unknown cell"):
+        RecurrentRegressor("transformer")
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerRegressor(d_model=32, num_heads=3)
+    with pytest.raises(ValueError, match=r"\(batch, seq_len, 1\)"):
+        TransformerRegressor()(torch.randn(2, 20))
+
+
+def test_transformer_regressor_parameter_count_matches_the_seed_architecture():
+    d, d_ff = 32, 128
+    block = (3 * d * d + 3 * d) + (d * d + d) + (d * d_ff + d_ff) + (d_ff * d + d) + 4 * d
+    expected = (1 * d + d) + block + 2 * d + (d + 1)  # input proj, block, final LayerNorm, head
+    model = TransformerRegressor(d_model=d, num_heads=4, d_ff=d_ff)
+    assert sum(p.numel() for p in model.parameters()) == expected
+    out, weights = model(torch.randn(3, 20, 1), return_attention=True)
+    assert out.shape == (3, 1) and len(weights) == 1 and weights[0].shape == (3, 4, 20, 20)
+    torch.testing.assert_close(weights[0].sum(-1), torch.ones(3, 4, 20))
+
+
+def test_transformer_regressor_is_the_documented_composition():
+    torch.manual_seed(0)
+    model = TransformerRegressor(num_layers=2).eval()
+    x = torch.randn(2, 12, 1)
+    h = model.input_proj(x) + model.pos.pe[:12]
+    for block in model.blocks:
+        assert isinstance(block, TransformerBlock)
+        h = block(h)
+    torch.testing.assert_close(model(x), model.head(model.norm(h)[:, -1]))
+
+
+def test_without_positions_the_past_order_does_not_matter():
+    # No positional encoding + last-position pooling: the last query sees the past as a set.
+    torch.manual_seed(0)
+    x = torch.randn(4, 10, 1)
+    shuffled = torch.cat([x[:, torch.randperm(9)], x[:, -1:]], dim=1)
+    blind = TransformerRegressor(positional=False).eval()
+    torch.testing.assert_close(blind(x), blind(shuffled), atol=1e-5, rtol=0)
+    aware = TransformerRegressor(positional=True).eval()
+    assert not torch.allclose(aware(x), aware(shuffled), atol=1e-4)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_recurrent_regressor_reads_the_last_hidden_state(cell):
+    torch.manual_seed(0)
+    model = RecurrentRegressor(cell, hidden_size=8).eval()
+    ref = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell](1, 8, batch_first=True)
+    ref.load_state_dict(model.rnn.state_dict())
+    x = torch.randn(3, 7, 1)
+    _, state = ref(x)
+    h_last = (state[0] if cell == "lstm" else state)[-1]  # torch's final hidden state
+    torch.testing.assert_close(model(x), model.head(h_last))
+
+
+class LinearOverTime(nn.Module):
+    """pred = Σ_i w_i x_i: the importance of every position is known in closed form."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(torch.as_tensor(w, dtype=torch.float32))
+
+    def forward(self, x):
+        return (x.squeeze(-1) * self.w).sum(-1, keepdim=True)
+
+
+def test_importance_methods_on_a_linear_model_match_the_formulas():
+    w = torch.tensor([0.0, -1.0, 2.0, 0.5])
+    model = LinearOverTime(w)
+    x = torch.randn(5, 4, 1)
+    torch.testing.assert_close(gradient_saliency(model, x), w.abs())
+    torch.testing.assert_close(
+        gradient_saliency(model, x, times_input=True), (w * x.squeeze(-1)).abs().mean(0)
+    )
+    # occluding step i with 0 removes w_i x_i; with the sequence mean m it changes by w_i (x_i - m)
+    torch.testing.assert_close(occlusion_importance(model, x), (w * x.squeeze(-1)).abs().mean(0))
+    m = x.mean(dim=1)
+    torch.testing.assert_close(
+        occlusion_importance(model, x, baseline=None), (w * (x.squeeze(-1) - m)).abs().mean(0)
+    )
+
+
+def test_train_regressor_learns_the_task_and_reports_test_mse():
+    from torch.utils.data import DataLoader
+
+    from common.sequence import train_regressor
+    from common.training import evaluate
+
+    torch.manual_seed(0)
+    splits = sine_wave_splits(256, 64, 128, seed=0)
+    model = RecurrentRegressor("gru", hidden_size=16)
+    baseline = nn.functional.mse_loss(torch.zeros(128, 1), splits.test.tensors[1]).item()  # predict 0
+    run = train_regressor(model, splits, epochs=8, batch_size=32, lr=1e-2)
+    assert len(run.history.records) == 8 and run.seconds > 0
+    ref = evaluate(model, DataLoader(splits.test, batch_size=7), nn.MSELoss(), metric=None)["loss"]
+    assert run.test_mse == pytest.approx(ref, rel=1e-5)
+    assert run.test_mse < 0.2 * baseline
