@@ -1,0 +1,355 @@
+"""Image datasets for the week-4 labs: generated shapes (with masks), digits, photographs, CIFAR-10.
+
+Everything except CIFAR-10 works offline. Images are float32 tensors in [0, 1], channels first.
+
+Public API
+----------
+``ShapesDataset(n, image_size=32, seed=0, split="train", return_mask=False, transform=None)``
+    A procedurally generated classification set: one object per image from ``SHAPE_CLASSES``
+    (circle, square, triangle, cross, ring, star) at a random position, scale, rotation and colour,
+    on a smooth random colour background with line and blob clutter and pixel noise.
+    Item ``i`` is ``(image (3, S, S), label)`` or, with ``return_mask=True``,
+    ``(image, label, mask (S, S) bool)``; the mask is the object's true silhouette.
+    Deterministic: image ``i`` depends only on ``(seed, split, i)``, so a larger ``n`` extends a
+    smaller set and "train" / "test" never overlap. Whole tensors: ``.images`` (N, 3, S, S),
+    ``.labels`` (N,), ``.masks`` (N, S, S); ``.classes`` and ``.num_classes``.
+    ``transform`` (optional) is applied to the image only, on each access (augmentation).
+``random_dihedral(image) -> image``
+    Augmentation for the shapes: one of the square's 8 symmetries (flips, 90-degree turns), which
+    change no shape's class.
+``generate_shapes(n, image_size=32, seed=0, split="train") -> ShapesData``
+    The same data as a plain record (images, labels, masks, classes) without the Dataset wrapper.
+``DigitsDataset(split="train", image_size=8, rgb=False, test_fraction=0.25, seed=0)``
+    scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), scaled to [0, 1], optionally
+    resized to ``image_size`` and repeated to 3 channels; a stratified, seeded train/test split.
+``sample_photo(name="chelsea", size=None) -> (3, H, W)``
+    A scikit-image sample photograph (``SAMPLE_PHOTOS``); with ``size`` resized (short side) and
+    centre-cropped to ``size x size``.
+``load_cifar10(split="train", root=None, transform=None)``
+    torchvision's CIFAR-10 (downloaded to ``outputs/data`` on first use). Without the network it
+    raises ``common.env.OfflineError`` within seconds, saying what to do.
+``load_dataset(name, split="train", *, n=None, image_size=None, seed=0, transform=None)``
+    One entry point for a ``DATASET`` parameter: ``name`` in ``DATASETS``; every result has ``.classes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from common.env import outputs_dir, require_online
+
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
+SPLITS = {"train": 0, "test": 1}
+DATASETS = ("shapes", "digits", "cifar10")
+SAMPLE_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "immunohistochemistry")
+CIFAR10_HOST = "www.cs.toronto.edu"
+
+_SUPERSAMPLE = 2  # the object is drawn at 2x and averaged: anti-aliased edges
+_MAX_LINES, _MAX_BLOBS = 4, 3
+
+
+def _split_code(split: str) -> int:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {tuple(SPLITS)}.")
+    return SPLITS[split]
+
+
+# ------------------------------------------------------------------------------------ shapes
+def _shape_params(rng: np.random.Generator, num_classes: int) -> dict[str, np.ndarray]:
+    """Everything random about one image, drawn from that image's own generator."""
+    label = rng.integers(num_classes)
+    radius = rng.uniform(0.2, 0.32)  # in units of the image side
+    centre = rng.uniform(radius, 1 - radius, size=2)
+    bg = rng.uniform(0.1, 0.9, size=(3, 4, 4))  # coarse colour field, smoothly upsampled
+    bg = 0.5 + (bg - 0.5) * rng.uniform(0.3, 1.0)  # random background contrast
+    bg_mean = bg.mean(axis=(1, 2))
+    for _ in range(50):  # an object colour that stands out from the background (not always by much)
+        colour = rng.uniform(0, 1, size=3)
+        if np.linalg.norm(colour - bg_mean) > 0.5:
+            break
+    n_lines, n_blobs = rng.integers(1, _MAX_LINES + 1), rng.integers(0, _MAX_BLOBS + 1)
+    lines = np.zeros((_MAX_LINES, 9))  # x0, y0, x1, y1, half-width, r, g, b, opacity
+    lines[:n_lines, :4] = rng.uniform(0, 1, size=(n_lines, 4))
+    lines[:n_lines, 4] = rng.uniform(0.01, 0.025, size=n_lines)
+    lines[:n_lines, 5:8] = rng.uniform(0, 1, size=(n_lines, 3))
+    lines[:n_lines, 8] = rng.uniform(0.3, 0.7, size=n_lines)
+    blobs = np.zeros((_MAX_BLOBS, 7))  # x, y, radius, r, g, b, opacity
+    blobs[:n_blobs, :2] = rng.uniform(0, 1, size=(n_blobs, 2))
+    blobs[:n_blobs, 2] = rng.uniform(0.03, 0.08, size=n_blobs)
+    blobs[:n_blobs, 3:6] = rng.uniform(0, 1, size=(n_blobs, 3))
+    blobs[:n_blobs, 6] = rng.uniform(0.3, 0.7, size=n_blobs)
+    return {
+        "label": np.int64(label),
+        "centre": centre,
+        "radius": np.float64(radius),
+        "angle": np.float64(rng.uniform(0, 2 * math.pi)),
+        "colour": colour,
+        "bg": bg,
+        "lines": lines,
+        "blobs": blobs,
+        "noise": np.float64(rng.uniform(0.02, 0.06)),
+        "noise_seed": np.int64(rng.integers(2**31)),
+    }
+
+
+def _regular_polygon(u: Tensor, v: Tensor, sides: int, apothem: float) -> Tensor:
+    """Inside a regular polygon centred at 0: below every edge's supporting line."""
+    inside = torch.ones_like(u, dtype=torch.bool)
+    for k in range(sides):
+        phi = 2 * math.pi * k / sides
+        inside &= u * math.cos(phi) + v * math.sin(phi) <= apothem
+    return inside
+
+
+def _star(u: Tensor, v: Tensor, points: int = 5, outer: float = 1.1, inner: float = 0.5) -> Tensor:
+    """Inside a star: fold the angle into one half-spike and test against its outer edge."""
+    r = torch.sqrt(u * u + v * v)
+    sector = 2 * math.pi / points
+    a = torch.remainder(torch.atan2(v, u), sector)
+    a = torch.minimum(a, sector - a)  # angle from the nearest tip: 0 at a tip, sector/2 at a valley
+    x, y = r * torch.cos(a), r * torch.sin(a)
+    tip = (outer, 0.0)
+    valley = (inner * math.cos(sector / 2), inner * math.sin(sector / 2))
+    # same side of the edge tip -> valley as the origin (the origin's cross product is positive)
+    cross = (valley[0] - tip[0]) * (y - tip[1]) - (valley[1] - tip[1]) * (x - tip[0])
+    return cross >= 0
+
+
+def _inside(name: str, u: Tensor, v: Tensor) -> Tensor:
+    """Silhouettes in the object's own frame (radius ~1); areas are within ~40 % of each other."""
+    r = torch.sqrt(u * u + v * v)
+    if name == "circle":
+        return r <= 0.9
+    if name == "ring":
+        return (r <= 1.0) & (r >= 0.55)
+    if name == "square":
+        return torch.maximum(u.abs(), v.abs()) <= 0.8
+    if name == "triangle":
+        return _regular_polygon(u, v, 3, 0.62)
+    if name == "cross":
+        return ((u.abs() <= 0.32) & (v.abs() <= 1.0)) | ((v.abs() <= 0.32) & (u.abs() <= 1.0))
+    if name == "star":
+        return _star(u, v)
+    raise ValueError(f"unknown shape {name!r}; use names from {SHAPE_CLASSES}.")
+
+
+def _grid(n_pixels: int) -> tuple[Tensor, Tensor]:
+    """Pixel-centre coordinates in [0, 1]: (y, x), each (n_pixels, n_pixels)."""
+    coords = (torch.arange(n_pixels, dtype=torch.float32) + 0.5) / n_pixels
+    return torch.meshgrid(coords, coords, indexing="ij")
+
+
+def _render(params: list[dict], size: int, classes: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    """Draw a batch: background, clutter behind, the object, noise. Returns images and masks."""
+    stack = {k: torch.as_tensor(np.stack([p[k] for p in params]), dtype=torch.float32) for k in params[0]}
+    gy, gx = _grid(size)
+
+    img = F.interpolate(stack["bg"], size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    for line in stack["lines"].unbind(1):  # pixels closer to the segment than its half-width
+        p0, p1 = line[:, 0:2, None, None], line[:, 2:4, None, None]
+        d = p1 - p0
+        t = (((gx - p0[:, 0]) * d[:, 0] + (gy - p0[:, 1]) * d[:, 1]) / (d.pow(2).sum(1) + 1e-9)).clamp(0, 1)
+        dist = torch.hypot(gx - (p0[:, 0] + t * d[:, 0]), gy - (p0[:, 1] + t * d[:, 1]))
+        alpha = (dist <= line[:, 4, None, None]).float()[:, None] * line[:, 8, None, None, None]
+        img = img * (1 - alpha) + line[:, 5:8, None, None] * alpha  # half-transparent clutter
+    for blob in stack["blobs"].unbind(1):
+        dist = torch.hypot(gx - blob[:, 0, None, None], gy - blob[:, 1, None, None])
+        alpha = (dist <= blob[:, 2, None, None]).float()[:, None] * blob[:, 6, None, None, None]
+        img = img * (1 - alpha) + blob[:, 3:6, None, None] * alpha
+
+    # the object, rendered at a finer grid for anti-aliased edges: translate, rotate, scale to radius 1
+    fy, fx = _grid(size * _SUPERSAMPLE)
+    dx = (fx - stack["centre"][:, 0, None, None]) / stack["radius"][:, None, None]
+    dy = (fy - stack["centre"][:, 1, None, None]) / stack["radius"][:, None, None]
+    cos, sin = torch.cos(stack["angle"])[:, None, None], torch.sin(stack["angle"])[:, None, None]
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    labels = stack["label"].long()
+    inside = torch.zeros_like(u, dtype=torch.bool)
+    for k, name in enumerate(classes):
+        chosen = labels == k
+        if chosen.any():
+            inside[chosen] = _inside(name, u[chosen], v[chosen])
+    alpha = F.avg_pool2d(inside.float()[:, None], _SUPERSAMPLE)  # (n, 1, S, S) pixel coverage
+    img = img * (1 - alpha) + stack["colour"][:, :, None, None] * alpha
+
+    noise = torch.stack(
+        [
+            torch.randn(3, size, size, generator=torch.Generator().manual_seed(int(p["noise_seed"])))
+            for p in params
+        ]
+    )
+    img = (img + noise * stack["noise"][:, None, None, None]).clamp(0, 1)
+    return img, alpha[:, 0] >= 0.5
+
+
+@dataclass
+class ShapesData:
+    images: Tensor  # (N, 3, S, S) float32 in [0, 1]
+    labels: Tensor  # (N,) int64
+    masks: Tensor  # (N, S, S) bool: the object's silhouette
+    classes: tuple[str, ...]
+
+
+def generate_shapes(
+    n: int,
+    image_size: int = 32,
+    seed: int = 0,
+    split: str = "train",
+    classes: tuple[str, ...] = SHAPE_CLASSES,
+    chunk: int = 512,
+) -> ShapesData:
+    """``n`` generated images; image ``i`` depends only on ``(seed, split, i)`` (see the module docstring)."""
+    if n < 1 or image_size < 8:
+        raise ValueError(f"need n >= 1 and image_size >= 8, got n={n}, image_size={image_size}.")
+    unknown = set(classes) - set(SHAPE_CLASSES)
+    if unknown or len(classes) < 2:
+        raise ValueError(f"classes must be at least two of {SHAPE_CLASSES}, got {classes}.")
+    code = _split_code(split)
+    params = [_shape_params(np.random.default_rng([seed, code, i]), len(classes)) for i in range(n)]
+    images, masks = zip(
+        *(_render(params[i : i + chunk], image_size, tuple(classes)) for i in range(0, n, chunk))
+    )
+    labels = torch.tensor([int(p["label"]) for p in params])
+    return ShapesData(torch.cat(images), labels, torch.cat(masks), tuple(classes))
+
+
+class ShapesDataset(Dataset):
+    """The generated shapes as a torch Dataset (see the module docstring)."""
+
+    def __init__(
+        self,
+        n: int,
+        image_size: int = 32,
+        seed: int = 0,
+        split: str = "train",
+        return_mask: bool = False,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        classes: tuple[str, ...] = SHAPE_CLASSES,
+    ):
+        data = generate_shapes(n, image_size, seed, split, classes)
+        self.images, self.labels, self.masks, self.classes = (
+            data.images,
+            data.labels,
+            data.masks,
+            data.classes,
+        )
+        self.num_classes = len(self.classes)
+        self.return_mask = return_mask
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = self.images[i] if self.transform is None else self.transform(self.images[i])
+        if self.return_mask:
+            return image, self.labels[i], self.masks[i]
+        return image, self.labels[i]
+
+
+def random_dihedral(image: Tensor) -> Tensor:
+    """A random flip / 90-degree turn of a (C, H, W) image: 8x more views of every training shape."""
+    k, flip = torch.randint(4, ()).item(), torch.rand(()).item() < 0.5
+    image = torch.rot90(image, k, dims=(-2, -1))
+    return image.flip(-1) if flip else image
+
+
+# ------------------------------------------------------------------------------------ digits
+class DigitsDataset(Dataset):
+    """scikit-learn's 8x8 digits as (1 or 3, S, S) tensors in [0, 1] with a stratified split."""
+
+    def __init__(
+        self,
+        split: str = "train",
+        image_size: int = 8,
+        rgb: bool = False,
+        test_fraction: float = 0.25,
+        seed: int = 0,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        _split_code(split)
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # pixel values 0..16
+        labels = torch.tensor(digits.target, dtype=torch.int64)
+        train_idx, test_idx = train_test_split(
+            np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=digits.target
+        )
+        idx = torch.as_tensor(train_idx if split == "train" else test_idx)
+        images = images[idx]
+        if image_size != 8:
+            images = F.interpolate(
+                images, size=(image_size, image_size), mode="bilinear", align_corners=False
+            ).clamp(0, 1)
+        self.images = images.expand(-1, 3, -1, -1).contiguous() if rgb else images
+        self.labels = labels[idx]
+        self.classes = tuple(str(d) for d in range(10))
+        self.num_classes = 10
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        image = self.images[i] if self.transform is None else self.transform(self.images[i])
+        return image, self.labels[i]
+
+
+# ------------------------------------------------------------------------------------ photographs
+def sample_photo(name: str = "chelsea", size: int | None = None) -> Tensor:
+    """A scikit-image sample photograph as (3, H, W) in [0, 1]; ``size`` -> resized and centre-cropped square."""
+    import skimage.data
+    from torchvision.transforms import functional as TF
+
+    if name not in SAMPLE_PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; use one of {SAMPLE_PHOTOS}.")
+    photo = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1).float() / 255.0
+    if size is not None:
+        photo = TF.center_crop(TF.resize(photo, size, antialias=True), [size, size]).clamp(0, 1)
+    return photo
+
+
+# ------------------------------------------------------------------------------------ CIFAR-10
+def load_cifar10(split: str = "train", root: str | None = None, transform: Callable | None = None) -> Dataset:
+    """torchvision's CIFAR-10 as (3, 32, 32) tensors in [0, 1] (or ``transform``'s output)."""
+    from torchvision import datasets, transforms
+
+    train = _split_code(split) == 0
+    root = str(root or outputs_dir("data"))
+    try:  # already downloaded: no network needed
+        return datasets.CIFAR10(
+            root, train=train, download=False, transform=transform or transforms.ToTensor()
+        )
+    except RuntimeError:
+        require_online("Downloading CIFAR-10 (170 MB)", host=CIFAR10_HOST)
+    return datasets.CIFAR10(root, train=train, download=True, transform=transform or transforms.ToTensor())
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    *,
+    n: int | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+    transform: Callable | None = None,
+) -> Dataset:
+    """The dataset behind a notebook's ``DATASET`` parameter. ``n`` and ``image_size`` apply to shapes
+    (defaults 4000 and 32) and ``image_size`` to digits; CIFAR-10 is always 32 x 32."""
+    if name == "shapes":
+        return ShapesDataset(n or 4000, image_size or 32, seed=seed, split=split, transform=transform)
+    if name == "digits":
+        return DigitsDataset(split, image_size or 8, rgb=True, seed=seed, transform=transform)
+    if name == "cifar10":
+        return load_cifar10(split, transform=transform)
+    raise ValueError(f"unknown DATASET {name!r}; use one of {DATASETS}.")

@@ -1,0 +1,401 @@
+"""The Vision Transformer (Dosovitskiy et al., 2020, "An Image is Worth 16x16 Words") from scratch.
+
+An image (B, C, H, W) is cut into non-overlapping p x p patches, each flattened and projected to a
+D-dimensional token; a learned CLS token is prepended, position embeddings are added, and pre-norm
+transformer blocks (``common.blocks.TransformerBlock``) mix the tokens. The CLS token's final state,
+after a LayerNorm, is classified by a linear head.
+
+Module and parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``,
+``pos_embed``, ``blocks.i.attn.qkv`` ...), so :func:`load_timm_weights` copies a timm state dict over
+unchanged and :func:`vit_from_timm` rebuilds any standard timm ViT (pretrained ones included) as ours.
+
+Public API
+----------
+- ``image_to_patches(images, patch_size) -> (B, N, C*p*p)``: the explicit patch cut (channel-major,
+  the same order as a conv weight's flattening).
+- ``PatchEmbedding`` (a strided convolution, ``proj``) and ``UnfoldPatchEmbedding`` (cut + ``nn.Linear``);
+  ``UnfoldPatchEmbedding.from_conv(conv_embedding)`` shares the weights, so both give the same tokens.
+- ``VisionTransformer(img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=192, depth=6,
+  num_heads=3, mlp_ratio=4.0, qkv_bias=True, pos_embed="learn" | "sincos", drop_rate=0.0,
+  attn_drop_rate=0.0)`` with ``forward_features(x) -> (B, 1+N, D)`` (after the final norm),
+  ``forward(x) -> logits`` (from the CLS token), ``get_attention_maps(x) -> [(B, heads, 1+N, 1+N)] * depth``.
+  Any input whose sides are multiples of the patch size works: the position embeddings are resampled
+  on the fly (``resample_pos_embed``); ``set_image_size`` makes a new size permanent.
+- ``attention_rollout(maps)`` (Abnar & Zuidema, 2020): how much each token's final state draws on each
+  input token through all layers; row 0 gives a CLS-to-patch relevance map.
+- ``load_timm_weights(model, timm_model_or_state_dict)``, ``vit_from_timm(timm_model)``.
+- ``save_checkpoint(model, path, config, **extra)`` (atomic) and ``load_checkpoint(path)`` -> (model, extra),
+  loading with ``weights_only=True``; the supervised week-4 ViT lives at ``SUPERVISED_CHECKPOINT``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.blocks import TransformerBlock
+from common.env import outputs_dir
+from common.positional import sincos_2d_encoding
+
+POS_EMBED_KINDS = ("learn", "sincos")
+NORM_EPS = 1e-6  # timm's ViT LayerNorm epsilon (PyTorch's default is 1e-5)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def check_divisible(height: int, width: int, patch_size: int) -> None:
+    """Raise a ValueError naming the fix when an image does not tile into whole patches."""
+    if height % patch_size or width % patch_size:
+        fit = lambda s: max(patch_size, s // patch_size * patch_size)  # noqa: E731
+        raise ValueError(
+            f"image size {height}x{width} is not divisible by the patch size {patch_size}; "
+            f"resize or crop the image to {fit(height)}x{fit(width)} (a multiple of {patch_size}), "
+            f"or choose a patch size that divides both sides."
+        )
+
+
+def image_to_patches(images: Tensor, patch_size: int) -> Tensor:
+    """(B, C, H, W) -> (B, N, C*p*p): the patches in row-major grid order, each flattened as (C, p, p)."""
+    B, C, H, W = images.shape
+    check_divisible(H, W, patch_size)
+    p = patch_size
+    # unfold H then W: (B, C, H/p, W/p, p, p); then put the grid first and flatten each patch.
+    patches = images.unfold(2, p, p).unfold(3, p, p)
+    return patches.permute(0, 2, 3, 1, 4, 5).reshape(B, (H // p) * (W // p), C * p * p)
+
+
+class PatchEmbedding(nn.Module):
+    """Patch embedding as one strided convolution (kernel = stride = patch size), as in timm's PatchEmbed.
+
+    A p x p convolution with stride p sees each patch exactly once: it IS a linear map of the
+    flattened patch, computed by an optimised kernel. Output (B, N, embed_dim), N = (H/p)(W/p).
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 32,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        embed_dim: int = 192,
+    ):
+        super().__init__()
+        self.img_size = _pair(img_size)
+        check_divisible(*self.img_size, patch_size)
+        self.patch_size = patch_size
+        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_divisible(x.shape[-2], x.shape[-1], self.patch_size)
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, H/p, W/p) -> (B, N, D)
+
+
+class UnfoldPatchEmbedding(nn.Module):
+    """Patch embedding written out: cut into patches, flatten, then one ``nn.Linear`` (the paper's E)."""
+
+    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 192):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Linear(in_chans * patch_size * patch_size, embed_dim)
+
+    @classmethod
+    def from_conv(cls, conv_embedding: PatchEmbedding) -> UnfoldPatchEmbedding:
+        """A copy that shares the convolution's weights: the conv kernel (D, C, p, p) flattened to (D, C*p*p)."""
+        conv = conv_embedding.proj
+        out = cls(conv_embedding.patch_size, conv.in_channels, conv.out_channels)
+        with torch.no_grad():
+            out.proj.weight.copy_(conv.weight.reshape(conv.out_channels, -1))
+            out.proj.bias.copy_(conv.bias)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(image_to_patches(x, self.patch_size))
+
+
+def resample_pos_embed(
+    pos_embed: Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None = None,
+    num_prefix_tokens: int = 1,
+    mode: str = "bicubic",
+) -> Tensor:
+    """Resize a (1, prefix + H*W, D) position table to a new patch grid by 2-D interpolation.
+
+    The prefix (CLS) embedding is kept as it is; the patch embeddings are treated as a D-channel
+    H x W image and resized (bicubic, antialiased, like timm's ``resample_abs_pos_embed``).
+    """
+    prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    if old_grid is None:
+        side = math.isqrt(grid.shape[1])
+        if side * side != grid.shape[1]:
+            raise ValueError(
+                f"cannot infer a square grid from {grid.shape[1]} patch embeddings; pass old_grid."
+            )
+        old_grid = (side, side)
+    new_grid = _pair(new_grid)
+    if tuple(old_grid) == new_grid:
+        return pos_embed
+    dim = grid.shape[-1]
+    grid = grid.reshape(1, *old_grid, dim).permute(0, 3, 1, 2)  # (1, D, H, W): an image with D channels
+    grid = F.interpolate(grid.float(), size=new_grid, mode=mode, align_corners=False, antialias=True)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(pos_embed.dtype)
+    return torch.cat([prefix, grid], dim=1)
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding -> [CLS] + patches -> + position embedding -> pre-norm blocks -> norm -> head.
+
+    ``pos_embed="learn"`` is the paper's learned 1-D table (one vector per token position);
+    ``"sincos"`` is the fixed 2-D sin-cos table of MAE (row and column encoded separately, not trained).
+    ``drop_rate`` is the dropout after the position embedding and inside each block (projection and
+    MLP); ``attn_drop_rate`` drops attention weights. With ``num_classes=0`` the head is ``nn.Identity``
+    and ``forward`` returns the CLS feature (what DINO and k-NN evaluation use).
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 32,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        embed_dim: int = 192,
+        depth: int = 6,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        pos_embed: str = "learn",
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+    ):
+        super().__init__()
+        if pos_embed not in POS_EMBED_KINDS:
+            raise ValueError(f"unknown pos_embed {pos_embed!r}; use one of {POS_EMBED_KINDS}.")
+        if pos_embed == "sincos" and embed_dim % 4:
+            raise ValueError(f"pos_embed='sincos' needs embed_dim divisible by 4, got {embed_dim}.")
+        self.num_classes = num_classes
+        self.embed_dim = self.num_features = embed_dim
+        self.num_prefix_tokens = 1
+        self.pos_embed_kind = pos_embed
+
+        self.patch_embed = PatchEmbedding(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim), requires_grad=pos_embed == "learn"
+        )
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                dropout=drop_rate,
+                attn_dropout=attn_drop_rate,
+                norm="pre",
+                qkv_bias=qkv_bias,
+                norm_eps=NORM_EPS,
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=NORM_EPS)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_parameters()
+
+    # ----------------------------------------------------------------------------------- init
+    def reset_parameters(self) -> None:
+        """timm's default ViT init: truncated normal (std 0.02) for linears and embeddings, zero biases."""
+        if self.pos_embed_kind == "learn":
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        else:
+            with torch.no_grad():
+                self.pos_embed.zero_()  # the CLS slot stays 0: it has no grid position
+                self.pos_embed[0, 1:] = sincos_2d_encoding(*self.patch_embed.grid_size, self.embed_dim)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------------------- helpers
+    @property
+    def patch_size(self) -> int:
+        return self.patch_embed.patch_size
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.patch_embed.grid_size
+
+    def _pos_embed_for(self, grid: tuple[int, int]) -> Tensor:
+        """The position table for a patch grid: the stored one, or resampled for another image size."""
+        if grid == self.grid_size:
+            return self.pos_embed
+        if self.pos_embed_kind == "sincos":  # a formula: just evaluate it on the new grid
+            table = sincos_2d_encoding(*grid, self.embed_dim).to(self.pos_embed)
+            return torch.cat([self.pos_embed[:, :1], table[None]], dim=1)
+        return resample_pos_embed(self.pos_embed, grid, self.grid_size, self.num_prefix_tokens)
+
+    def set_image_size(self, img_size: int | tuple[int, int]) -> None:
+        """Permanently adapt the model to another input size (e.g. fine-tuning at a higher resolution)."""
+        img_size = _pair(img_size)
+        check_divisible(*img_size, self.patch_size)
+        grid = (img_size[0] // self.patch_size, img_size[1] // self.patch_size)
+        new_table = self._pos_embed_for(grid).detach().clone()
+        self.pos_embed = nn.Parameter(new_table, requires_grad=self.pos_embed_kind == "learn")
+        pe = self.patch_embed
+        pe.img_size, pe.grid_size, pe.num_patches = img_size, grid, grid[0] * grid[1]
+
+    def prepare_tokens(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 1+N, D): patch tokens, CLS prepended, position embeddings added."""
+        B, _, H, W = x.shape
+        tokens = self.patch_embed(x)  # (B, N, D); raises a clear error for a bad size
+        cls = self.cls_token.expand(B, -1, -1)  # one shared learned vector per image
+        tokens = torch.cat([cls, tokens], dim=1)
+        grid = (H // self.patch_size, W // self.patch_size)
+        return self.pos_drop(tokens + self._pos_embed_for(grid))
+
+    # ------------------------------------------------------------------------------- forward
+    def forward_features(self, x: Tensor) -> Tensor:
+        """All token states after the final LayerNorm: (B, 1+N, D); index 0 is the CLS token."""
+        x = self.prepare_tokens(x)
+        for block in self.blocks:
+            x = block(x)  # fused SDPA kernel: no attention matrix is materialised
+        return self.norm(x)
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        return self.head(features[:, 0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.no_grad()
+    def get_attention_maps(self, x: Tensor) -> list[Tensor]:
+        """Per-block attention weights, each (B, heads, 1+N, 1+N); row 0 is what the CLS token attends to."""
+        x = self.prepare_tokens(x)
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, return_attention=True)
+            maps.append(weights)
+        return maps
+
+
+# ------------------------------------------------------------------------------------ timm interop
+_UNSUPPORTED = {
+    "reg_token": "register tokens",
+    "norm_pre.weight": "a norm before the blocks (CLIP-style pre_norm)",
+    "fc_norm.weight": "a norm after pooling (global_pool='avg')",
+    "attn_pool": "attention pooling (global_pool='map')",
+    ".ls1.": "layer scale (init_values)",
+    ".q_norm.": "QK normalisation",
+    ".mlp.norm.": "a norm inside the MLP",
+    "patch_embed.norm.": "a norm after the patch embedding",
+}
+
+
+def load_timm_weights(
+    model: VisionTransformer, source: nn.Module | Mapping[str, Tensor]
+) -> VisionTransformer:
+    """Copy the weights of a timm ``VisionTransformer`` (a model or its state dict) into ``model``.
+
+    Names match one to one; a position table for another grid is resampled. Architectural features
+    our ViT does not have (register tokens, layer scale, ...) raise a ValueError rather than load
+    silently into a different network.
+    """
+    state = dict(source.state_dict() if isinstance(source, nn.Module) else source)
+    for key in state:
+        for marker, what in _UNSUPPORTED.items():
+            if marker in key:
+                raise ValueError(
+                    f"the timm weights use {what} ({key!r}), which this VisionTransformer does "
+                    "not implement; pick a plain timm ViT (e.g. vit_base_patch16_224)."
+                )
+    if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
+        state["pos_embed"] = resample_pos_embed(state["pos_embed"], model.grid_size)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"timm weights do not fit this model: missing {result.missing_keys}, "
+            f"unexpected {result.unexpected_keys}; build the model with vit_from_timm()."
+        )
+    return model
+
+
+def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
+    """Our VisionTransformer with the same configuration and weights as a timm ``VisionTransformer``."""
+    pe = timm_model.patch_embed
+    block = timm_model.blocks[0]
+    if getattr(timm_model, "global_pool", "token") != "token" or timm_model.cls_token is None:
+        raise ValueError(
+            "only timm ViTs that classify from the CLS token (global_pool='token') are supported."
+        )
+    model = VisionTransformer(
+        img_size=tuple(pe.img_size),
+        patch_size=pe.patch_size[0],
+        in_chans=pe.proj.in_channels,
+        num_classes=timm_model.num_classes,
+        embed_dim=timm_model.embed_dim,
+        depth=len(timm_model.blocks),
+        num_heads=block.attn.num_heads,
+        mlp_ratio=block.mlp.fc1.out_features / timm_model.embed_dim,
+        qkv_bias=block.attn.qkv.bias is not None,
+    )
+    return load_timm_weights(model, timm_model)
+
+
+# ------------------------------------------------------------------------------------ analysis
+def attention_rollout(maps: list[Tensor], residual_weight: float = 0.5) -> Tensor:
+    """Attention rollout: (B, 1+N, 1+N) = prod over layers of (w * I + (1 - w) * mean_heads(A)), rows renormalised.
+
+    The identity term stands for the residual connection, which carries each token's own state
+    past every attention layer; the product follows information from the input to the last layer.
+    """
+    rollout = None
+    for weights in maps:
+        a = weights.mean(dim=1)  # (B, T, T): average the heads
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = residual_weight * eye + (1 - residual_weight) * a
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+SUPERVISED_CHECKPOINT = "week4_vit_shapes.pt"  # under outputs/checkpoints/
+
+
+def checkpoint_path(name: str = SUPERVISED_CHECKPOINT) -> Path:
+    return outputs_dir("checkpoints") / name
+
+
+def save_checkpoint(model: VisionTransformer, path: str | Path, config: dict, **extra) -> Path:
+    """Save weights + the constructor arguments; written to a temporary file and renamed (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"config": dict(config), "state_dict": model.state_dict(), "extra": extra}, tmp)
+    os.replace(tmp, path)  # readers never see a half-written file
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[VisionTransformer, dict]:
+    """Rebuild a VisionTransformer saved by :func:`save_checkpoint` (``weights_only=True``: no code runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; run week4/01_vision_transformer.ipynb to create it."
+        )
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    model = VisionTransformer(**saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    return model, saved.get("extra", {})

@@ -1,0 +1,94 @@
+"""The course's datasets: determinism, shapes and masks against independent checks, clear errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from common.datasets import (
+    SHAPE_CLASSES,
+    DigitsDataset,
+    ShapesDataset,
+    generate_shapes,
+    load_cifar10,
+    load_dataset,
+    sample_photo,
+)
+from common.env import OfflineError
+
+
+def test_shapes_are_deterministic_and_a_larger_set_extends_a_smaller_one():
+    a, b = generate_shapes(40, 32, seed=3), generate_shapes(60, 32, seed=3)
+    assert torch.equal(a.images, b.images[:40]) and torch.equal(a.labels, b.labels[:40])
+    assert not torch.equal(a.images, generate_shapes(40, 32, seed=4).images)
+    assert not torch.equal(a.images, generate_shapes(40, 32, seed=3, split="test").images)
+
+
+def test_shapes_tensors_have_the_documented_types_and_ranges():
+    d = ShapesDataset(120, image_size=24, return_mask=True)
+    image, label, mask = d[0]
+    assert d.images.shape == (120, 3, 24, 24) and d.images.dtype == torch.float32
+    assert d.masks.shape == (120, 24, 24) and d.masks.dtype == torch.bool
+    assert 0 <= d.images.min() and d.images.max() <= 1
+    assert image.shape == (3, 24, 24) and mask.shape == (24, 24) and 0 <= int(label) < len(SHAPE_CLASSES)
+    assert set(d.labels.tolist()) == set(range(len(SHAPE_CLASSES)))  # every class occurs
+    assert d.classes == SHAPE_CLASSES and d.num_classes == 6
+
+
+def test_masks_have_the_area_of_each_shape_formula():
+    """The radius is random, so compare the mean areas of two classes against their geometric ratio."""
+    d = generate_shapes(200, 64, seed=1)
+    areas = {name: d.masks[d.labels == k].float().sum((1, 2)) for k, name in enumerate(d.classes)}
+    # a ring (r in [0.55, 1]) covers (1 - 0.55^2) / 0.9^2 of a circle (r <= 0.9) of the same radius
+    ratio = areas["ring"].mean() / areas["circle"].mean()
+    assert ratio == pytest.approx((1 - 0.55**2) / 0.81, rel=0.15)
+    assert all(a.min() > 0 for a in areas.values())
+
+
+def test_mask_is_where_the_object_colour_is():
+    d = generate_shapes(50, 64, seed=2)
+    inside = d.masks[0]
+    # pixels inside the mask are close to one colour (the object's + noise); the background is not
+    assert d.images[0][:, inside].std(dim=1).max() < 0.1
+
+
+def test_masks_are_compact_blobs_inside_the_image():
+    d = generate_shapes(50, 32, seed=5)
+    frac = d.masks.float().mean((1, 2))
+    assert (frac > 0.03).all() and (frac < 0.5).all()
+    circle = d.masks[d.labels == 0][0].numpy()
+    ys, xs = np.nonzero(circle)
+    r = math.sqrt(circle.sum() / math.pi)  # a circle's radius from its area
+    assert np.hypot(ys - ys.mean(), xs - xs.mean()).max() == pytest.approx(r, abs=1.5)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="split"):
+        generate_shapes(4, split="val")
+    with pytest.raises(ValueError, match="classes"):
+        generate_shapes(4, classes=("circle", "blob"))
+    with pytest.raises(ValueError, match="DATASET"):
+        load_dataset("imagenet")
+    with pytest.raises(ValueError, match="photo"):
+        sample_photo("mona_lisa")
+
+
+def test_digits_split_is_stratified_and_scaled():
+    train, test = DigitsDataset("train"), DigitsDataset("test", image_size=16, rgb=True)
+    assert len(train) + len(test) == 1797
+    assert train.images.shape[1:] == (1, 8, 8) and test.images.shape[1:] == (3, 16, 16)
+    assert 0 <= train.images.min() and train.images.max() <= 1
+    assert torch.bincount(test.labels).min() >= 40
+
+
+def test_sample_photo_is_a_float_image_and_can_be_cropped_square():
+    cat = sample_photo("chelsea")
+    assert cat.shape == (3, 300, 451) and 0 <= cat.min() and cat.max() <= 1
+    assert sample_photo("chelsea", size=224).shape == (3, 224, 224)
+
+
+def test_cifar10_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="CIFAR-10"):
+        load_cifar10("train", root=str(tmp_path))

@@ -1,0 +1,143 @@
+"""The ViT against timm's VisionTransformer (same weights -> same outputs) and its parts against torch."""
+
+import pytest
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+from common.positional import sincos_2d_encoding
+from common.vit import (
+    PatchEmbedding,
+    UnfoldPatchEmbedding,
+    VisionTransformer,
+    attention_rollout,
+    image_to_patches,
+    load_checkpoint,
+    load_timm_weights,
+    resample_pos_embed,
+    save_checkpoint,
+    vit_from_timm,
+)
+
+TINY = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=2, num_heads=4)
+
+
+def randomised_timm(**overrides):
+    torch.manual_seed(0)
+    model = TimmViT(**{**TINY, **overrides}).eval()
+    with torch.no_grad():  # non-trivial values everywhere (timm zero-inits biases)
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+def test_same_weights_as_timm_give_the_same_logits():
+    ref = randomised_timm()
+    ours = load_timm_weights(VisionTransformer(**TINY), ref).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (ours(x) - ref(x)).abs().max() <= 1e-5
+        assert (ours.forward_features(x) - ref.forward_features(x)).abs().max() <= 1e-5
+
+
+def test_parameter_names_match_timm():
+    assert set(VisionTransformer(**TINY).state_dict()) == set(TimmViT(**TINY).state_dict())
+
+
+def test_vit_from_timm_reads_the_config_and_loads_a_state_dict():
+    ref = randomised_timm(mlp_ratio=2.0, qkv_bias=False, num_classes=3)
+    ours = vit_from_timm(ref).eval()
+    assert ours.blocks[0].attn.qkv.bias is None and ours.head.out_features == 3
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), ref(x), atol=1e-5)
+    fresh = VisionTransformer(**{**TINY, "num_classes": 3, "mlp_ratio": 2.0, "qkv_bias": False})
+    load_timm_weights(fresh, ref.state_dict())
+    assert torch.equal(fresh.pos_embed, ref.pos_embed)
+
+
+def test_loader_refuses_features_we_do_not_implement():
+    with pytest.raises(ValueError, match="layer scale"):
+        load_timm_weights(VisionTransformer(**TINY), TimmViT(**TINY, init_values=1e-5))
+
+
+def test_attention_maps_are_returned_per_block_and_match_the_fused_path():
+    ref = randomised_timm()
+    ours = load_timm_weights(VisionTransformer(**TINY), ref).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps = ours.get_attention_maps(x)
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 65, 65)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(2, 4, 65), atol=1e-5)
+    # the explicit attention path feeds the same output as the fused SDPA path
+    tokens = ours.prepare_tokens(x)
+    fused = ours.blocks[0](tokens)
+    explicit, _ = ours.blocks[0](tokens, return_attention=True)
+    assert torch.allclose(fused, explicit, atol=1e-5)
+
+
+def test_unfold_and_conv_patch_embeddings_agree_when_sharing_weights():
+    conv = PatchEmbedding(32, 4, 3, 48)
+    linear = UnfoldPatchEmbedding.from_conv(conv)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(conv(x), linear(x), atol=1e-5)
+
+
+def test_image_to_patches_matches_torch_unfold_and_the_seed_numbers():
+    x = torch.randn(1, 3, 224, 224)
+    patches = image_to_patches(x, 16)
+    assert patches.shape == (1, 196, 768)  # 14 x 14 patches of 3 x 16 x 16 values
+    reference = torch.nn.functional.unfold(x, kernel_size=16, stride=16).transpose(1, 2)
+    assert torch.equal(patches, reference)
+
+
+def test_bad_image_size_names_the_fix():
+    with pytest.raises(ValueError, match="not divisible by the patch size 4.*28x32"):
+        VisionTransformer(**TINY)(torch.randn(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="not divisible"):
+        VisionTransformer(**{**TINY, "img_size": 30})
+    with pytest.raises(ValueError, match="pos_embed"):
+        VisionTransformer(**TINY, pos_embed="rope")
+
+
+def test_position_table_is_resampled_like_timm_for_another_size():
+    model = VisionTransformer(**TINY)
+    ours = resample_pos_embed(model.pos_embed, (12, 10))
+    ref = resample_abs_pos_embed(model.pos_embed, (12, 10), (8, 8), num_prefix_tokens=1)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert model(torch.randn(2, 3, 48, 40)).shape == (2, 10)
+    model.set_image_size(48)
+    assert model.pos_embed.shape == (1, 1 + 144, 64) and model(torch.randn(1, 3, 48, 48)).shape == (1, 10)
+
+
+def test_sincos_position_embedding_is_fixed_and_follows_the_formula():
+    model = VisionTransformer(**TINY, pos_embed="sincos")
+    assert not model.pos_embed.requires_grad
+    assert torch.allclose(model.pos_embed[0, 1:], sincos_2d_encoding(8, 8, 64))
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 10)  # re-evaluated for a 4 x 4 grid
+
+
+def test_headless_model_returns_the_cls_feature():
+    model = VisionTransformer(**{**TINY, "num_classes": 0}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), model.forward_features(x)[:, 0])
+
+
+def test_attention_rollout_of_one_layer_is_the_residual_mixed_mean_attention():
+    a = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
+    expected = 0.5 * torch.eye(5) + 0.5 * a.mean(1)  # rows already sum to 1
+    assert torch.allclose(attention_rollout([a]), expected, atol=1e-6)
+    two = attention_rollout([a, a])
+    assert torch.allclose(two, expected @ expected, atol=1e-6)
+    assert torch.allclose(two.sum(-1), torch.ones(2, 5), atol=1e-5)
+
+
+def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
+    config = {**TINY, "pos_embed": "learn"}
+    model = VisionTransformer(**config).eval()
+    path = save_checkpoint(model, tmp_path / "vit.pt", config, test_accuracy=0.5)
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded, extra = load_checkpoint(path)
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded.eval()(x), model(x)) and extra == {"test_accuracy": 0.5}
+    with pytest.raises(FileNotFoundError, match="run week4/01"):
+        load_checkpoint(tmp_path / "missing.pt")
