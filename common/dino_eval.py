@@ -30,8 +30,15 @@ def extract_features(backbone: nn.Module, loader: Iterable, device="cpu") -> tup
 
 
 @torch.no_grad()
-def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Tensor, k: int = 20,
-                temperature: float = 0.07, num_classes: int | None = None, chunk: int = 1024) -> Tensor:
+def knn_predict(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> Tensor:
     """Weighted k-NN labels for ``test_features`` (DINO's ``eval_knn``).
 
     Features are L2-normalised; each test point takes its ``k`` most cosine-similar training points and
@@ -48,28 +55,48 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
     test = F.normalize(test_features.float(), dim=1)
     predictions = []
     for start in range(0, len(test), chunk):
-        sims, idx = (test[start:start + chunk] @ train.T).topk(k, dim=1)
+        sims, idx = (test[start : start + chunk] @ train.T).topk(k, dim=1)
         votes = torch.zeros(len(sims), num_classes)
         votes.scatter_add_(1, train_labels[idx], (sims / temperature).exp())
         predictions.append(votes.argmax(1))
     return torch.cat(predictions)
 
 
-def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
-                 k: int = 20, temperature: float = 0.07, num_classes: int | None = None) -> float:
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+) -> float:
     """Fraction of ``test_labels`` the weighted k-NN classifier gets right."""
     pred = knn_predict(train_features, train_labels, test_features, k, temperature, num_classes)
     return (pred == test_labels).float().mean().item()
 
 
 @torch.no_grad()
-def knn_eval(backbone: nn.Module, train_loader: Iterable, test_loader: Iterable, device="cpu", k: int = 20,
-             temperature: float = 0.07) -> float:
+def knn_eval(
+    backbone: nn.Module,
+    train_loader: Iterable,
+    test_loader: Iterable,
+    device="cpu",
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Extract frozen features of both sets and return the weighted k-NN accuracy."""
     train_f, train_y = extract_features(backbone, train_loader, device)
     test_f, test_y = extract_features(backbone, test_loader, device)
-    return knn_accuracy(train_f, train_y, test_f, test_y, k=k, temperature=temperature,
-                        num_classes=int(max(train_y.max(), test_y.max())) + 1)
+    return knn_accuracy(
+        train_f,
+        train_y,
+        test_f,
+        test_y,
+        k=k,
+        temperature=temperature,
+        num_classes=int(max(train_y.max(), test_y.max())) + 1,
+    )
 
 
 def attention_masks(cls_attention: Tensor, mass: float = 0.6) -> Tensor:
@@ -106,8 +133,9 @@ def last_block_cls_attention(vit: nn.Module, images: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def attention_iou(vit: nn.Module, images: Tensor, masks: Tensor, mass: float = 0.6,
-                  batch_size: int = 256) -> np.ndarray:
+def attention_iou(
+    vit: nn.Module, images: Tensor, masks: Tensor, mass: float = 0.6, batch_size: int = 256
+) -> np.ndarray:
     """IoU between each head's thresholded last-block CLS attention and the ground-truth object mask.
 
     ``images`` (B, C, H, W); ``masks`` (B, H, W) foreground masks at pixel resolution. The patch masks are
@@ -119,9 +147,9 @@ def attention_iou(vit: nn.Module, images: Tensor, masks: Tensor, mass: float = 0
     device = next(vit.parameters()).device
     scores = []
     for start in range(0, len(images), batch_size):
-        attn = last_block_cls_attention(vit, images[start:start + batch_size].to(device)).cpu()
+        attn = last_block_cls_attention(vit, images[start : start + batch_size].to(device)).cpu()
         b, h, gh, gw = attn.shape
         keep = attention_masks(attn.flatten(2), mass).reshape(b, h, gh, gw)
         keep = keep.repeat_interleave(vit.patch_size, -2).repeat_interleave(vit.patch_size, -1)
-        scores.append(mask_iou(keep, masks[start:start + batch_size, None].bool()))
+        scores.append(mask_iou(keep, masks[start : start + batch_size, None].bool()))
     return torch.cat(scores).numpy()

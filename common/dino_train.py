@@ -24,8 +24,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common.dino import (DINOHead, DINOLoss, MultiCropWrapper, cosine_schedule, teacher_temperature_schedule,
-                         update_teacher)
+from common.dino import (
+    DINOHead,
+    DINOLoss,
+    MultiCropWrapper,
+    cosine_schedule,
+    teacher_temperature_schedule,
+    update_teacher,
+)
 from common.training import progress
 
 
@@ -68,8 +74,11 @@ class DINOConfig:
 class DINOHistory:
     """Per step: loss, teacher_entropy, kl, lr, wd, momentum, teacher_temp. Per evaluation: epoch, knn."""
 
-    steps: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in (
-        "loss", "teacher_entropy", "kl", "lr", "wd", "momentum", "teacher_temp")})
+    steps: dict[str, list[float]] = field(
+        default_factory=lambda: {
+            k: [] for k in ("loss", "teacher_entropy", "kl", "lr", "wd", "momentum", "teacher_temp")
+        }
+    )
     evals: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -89,7 +98,9 @@ class DINO(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        head = DINOHead(embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.head_layers, c.norm_last_layer)
+        head = DINOHead(
+            embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.head_layers, c.norm_last_layer
+        )
         self.student = MultiCropWrapper(backbone, head)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
@@ -130,24 +141,27 @@ class DINOTrainer:
         self.lr = cosine_schedule(lr, c.min_lr, total, c.warmup_epochs * steps_per_epoch)
         self.wd = cosine_schedule(c.weight_decay, c.weight_decay_end, total)
         self.momentum = cosine_schedule(c.momentum_teacher, 1.0, total)
-        self.teacher_temp = teacher_temperature_schedule(c.warmup_teacher_temp, c.teacher_temp,
-                                                         c.warmup_teacher_temp_epochs * steps_per_epoch, total)
+        self.teacher_temp = teacher_temperature_schedule(
+            c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs * steps_per_epoch, total
+        )
         self.optimizer = torch.optim.AdamW(param_groups(dino.student))
 
     def train_step(self, crops: list[torch.Tensor]) -> dict[str, float]:
         """One DINO step on a list of crop batches ``[global_1, global_2, local_1, ...]``."""
         if self.step >= self.total_steps:
-            raise ValueError(f"all {self.total_steps} scheduled steps are done; build a new trainer to go on.")
+            raise ValueError(
+                f"all {self.total_steps} scheduled steps are done; build a new trainer to go on."
+            )
         c, dino, it = self.dino.config, self.dino, self.step
         for i, group in enumerate(self.optimizer.param_groups):
-            group["lr"] = self.lr[it]
+            group["lr"] = float(self.lr[it])  # plain floats: the optimiser state must load weights_only
             if i == 0:  # only the weight matrices are decayed
-                group["weight_decay"] = self.wd[it]
+                group["weight_decay"] = float(self.wd[it])
         crops = [x.to(self.device, non_blocking=True) for x in crops]
         dino.student.train()
         dino.teacher.train()
         with torch.no_grad():
-            teacher_out = dino.teacher(crops[:c.n_global])  # the teacher sees the global views only
+            teacher_out = dino.teacher(crops[: c.n_global])  # the teacher sees the global views only
         student_out = self.student(crops)
         loss = dino.loss(student_out, teacher_out, float(self.teacher_temp[it]), n_global=c.n_global)
         if not torch.isfinite(loss):
@@ -162,13 +176,25 @@ class DINOTrainer:
         self.optimizer.step()
         update_teacher(dino.student, dino.teacher, float(self.momentum[it]))
         self.step += 1
-        return {"loss": loss.item(), **dino.loss.last_stats, "lr": float(self.lr[it]), "wd": float(self.wd[it]),
-                "momentum": float(self.momentum[it]), "teacher_temp": float(self.teacher_temp[it])}
+        return {
+            "loss": loss.item(),
+            **dino.loss.last_stats,
+            "lr": float(self.lr[it]),
+            "wd": float(self.wd[it]),
+            "momentum": float(self.momentum[it]),
+            "teacher_temp": float(self.teacher_temp[it]),
+        }
 
 
-def train_dino(trainer: DINOTrainer, loader: Iterable, epochs: int | None = None,
-               eval_fn: Callable[[nn.Module], float] | None = None, eval_every: int = 1,
-               desc: str = "DINO", max_steps: int | None = None) -> DINOHistory:
+def train_dino(
+    trainer: DINOTrainer,
+    loader: Iterable,
+    epochs: int | None = None,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    eval_every: int = 1,
+    desc: str = "DINO",
+    max_steps: int | None = None,
+) -> DINOHistory:
     """Run ``epochs`` (default: the config's) over ``loader`` of ``(crops, labels)``; labels are ignored.
 
     ``eval_fn(teacher_backbone) -> float`` (e.g. k-NN accuracy) runs before training and every
@@ -193,8 +219,9 @@ def train_dino(trainer: DINOTrainer, loader: Iterable, epochs: int | None = None
         if eval_fn is not None and (epoch % eval_every == 0 or epoch == epochs):
             history.evals.append({"epoch": epoch, "knn": eval_fn(trainer.dino.teacher_backbone)})
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{history.steps['loss'][-1]:.3f}",
-                            H=f"{history.steps['teacher_entropy'][-1]:.2f}")
+            bar.set_postfix(
+                loss=f"{history.steps['loss'][-1]:.3f}", H=f"{history.steps['teacher_entropy'][-1]:.2f}"
+            )
         if max_steps is not None and trainer.step >= max_steps:
             break
     history.seconds = time.perf_counter() - start
@@ -225,15 +252,23 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs from the file)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (scripts/train_dino.py) or fix the path.")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train first (scripts/train_dino.py) or fix the path."
+        )
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def dino_state(trainer: DINOTrainer) -> dict:
     """Everything needed to resume or evaluate: both networks, the center, optimiser, step and config."""
     d = trainer.dino
-    return {"student": d.student.state_dict(), "teacher": d.teacher.state_dict(), "center": d.loss.center,
-            "optimizer": trainer.optimizer.state_dict(), "step": trainer.step, "config": asdict(d.config)}
+    return {
+        "student": d.student.state_dict(),
+        "teacher": d.teacher.state_dict(),
+        "center": d.loss.center,
+        "optimizer": trainer.optimizer.state_dict(),
+        "step": trainer.step,
+        "config": asdict(d.config),
+    }
 
 
 def init_distributed() -> tuple[int, int, torch.device]:

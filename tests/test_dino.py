@@ -1,0 +1,308 @@
+"""DINO's pieces against the published formulas (Caron et al., 2021) and independent references."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import jaccard_score
+from sklearn.neighbors import KNeighborsClassifier
+
+from common.dino import (
+    DINOHead,
+    DINOLoss,
+    MultiCropAugmentation,
+    MultiCropWrapper,
+    cosine_schedule,
+    teacher_temperature_schedule,
+    update_teacher,
+)
+from common.dino_eval import attention_iou, attention_masks, knn_accuracy, knn_predict, mask_iou
+from common.dino_train import DINO, DINOConfig, DINOTrainer, load_checkpoint, param_groups, save_checkpoint
+from common.vit import VisionTransformer
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def reference_dino_loss(student, teacher, center, tau_s, tau_t, n_global):
+    """The paper's loss written out with NumPy: mean over view pairs (i global, j any, j != i)."""
+    batch = teacher.shape[0] // n_global
+    s = np.split(student, student.shape[0] // batch)
+    t = np.split(teacher, n_global)
+    terms = []
+    for i, ti in enumerate(t):
+        p_t = np_softmax((ti - center) / tau_t)
+        for j, sj in enumerate(s):
+            if i != j:
+                log_p_s = np.log(np_softmax(sj / tau_s))
+                terms.append(np.mean(np.sum(-p_t * log_p_s, axis=-1)))
+    return np.mean(terms), len(terms)
+
+
+# ------------------------------------------------------------------------------------------------ loss
+def test_loss_matches_the_formula_on_hand_made_inputs():
+    torch.manual_seed(0)
+    batch, k, n_crops = 3, 5, 4
+    student, teacher = torch.randn(n_crops * batch, k), torch.randn(2 * batch, k)
+    loss_fn = DINOLoss(k, student_temp=0.1, center_momentum=0.9)
+    loss_fn.center.copy_(torch.randn(1, k))
+    center = loss_fn.center.numpy().copy()
+    loss = loss_fn(student, teacher, teacher_temp=0.04)
+    expected, n_terms = reference_dino_loss(
+        student.double().numpy(), teacher.double().numpy(), center, 0.1, 0.04, 2
+    )
+    assert n_terms == 2 * (n_crops - 1)  # each global teacher view against every other student view
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_of_one_hot_teacher_is_the_student_cross_entropy():
+    # teacher logits +/- 100 at tau_t -> a one-hot target; student uniform -> CE = log K for every pair
+    k = 4
+    teacher = torch.full((2, k), -100.0)
+    teacher[:, 1] = 100.0
+    loss = DINOLoss(k, centering=False)(torch.zeros(3, k), teacher, teacher_temp=0.04)
+    assert loss.item() == pytest.approx(math.log(k), rel=1e-6)
+
+
+def test_no_loss_between_identical_views():
+    # With 2 views only, student view 0 is compared with teacher view 1 alone: d loss / d s_0 is
+    # (softmax(s_0 / tau_s) - P_t1) / (tau_s * B * n_terms), whatever teacher view 0 says.
+    torch.manual_seed(1)
+    batch, k, tau_s = 2, 6, 0.1
+    student = torch.randn(2 * batch, k, requires_grad=True)
+    teacher = torch.randn(2 * batch, k)
+    DINOLoss(k, student_temp=tau_s, centering=False)(student, teacher, teacher_temp=0.05).backward()
+    p_t1 = torch.softmax(teacher[batch:] / 0.05, -1)
+    expected = (torch.softmax(student[:batch].detach() / tau_s, -1) - p_t1) / (tau_s * batch * 2)
+    torch.testing.assert_close(student.grad[:batch], expected)
+
+
+def test_center_is_an_ema_of_the_teacher_batch_mean():
+    torch.manual_seed(2)
+    k, m = 7, 0.9
+    loss_fn = DINOLoss(k, center_momentum=m)
+    c = torch.zeros(1, k)
+    for _ in range(3):
+        teacher = torch.randn(8, k)
+        loss_fn(torch.randn(12, k), teacher, teacher_temp=0.04)
+        c = m * c + (1 - m) * teacher.mean(0, keepdim=True)  # c <- m c + (1 - m) mean_b g_t(x_b)
+        torch.testing.assert_close(loss_fn.center, c)
+
+
+def test_centering_off_and_diagnostics():
+    torch.manual_seed(6)
+    k = 5
+    teacher = torch.randn(4, k)
+    loss_fn = DINOLoss(k, centering=False)
+    loss_fn.center.fill_(3.0)
+    torch.testing.assert_close(loss_fn.teacher_probs(teacher, 0.1), torch.softmax(teacher / 0.1, -1))
+    student = torch.randn(6, k)
+    loss = loss_fn(student, teacher, teacher_temp=0.1)
+    stats = loss_fn.last_stats
+    p_t = torch.distributions.Categorical(logits=teacher / 0.1)
+    assert stats["teacher_entropy"] == pytest.approx(p_t.entropy().mean().item(), rel=1e-4)
+    # cross-entropy = H(P_t) + KL(P_t || P_s), averaged over the same pairs
+    assert loss.item() == pytest.approx(stats["teacher_entropy"] + stats["kl"], rel=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [dict(student_temp=0), dict(center_momentum=1.0)])
+def test_loss_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        DINOLoss(4, **kwargs)
+
+
+def test_loss_rejects_mismatched_rows():
+    with pytest.raises(ValueError, match="n_global"):
+        DINOLoss(4)(torch.randn(6, 4), torch.randn(3, 4), teacher_temp=0.04)
+
+
+# ------------------------------------------------------------------------------------------ EMA, schedules
+def test_ema_update_is_the_published_formula():
+    torch.manual_seed(3)
+    student, teacher = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in teacher.parameters()]
+    update_teacher(student, teacher, momentum=0.7)
+    for t0, s, t in zip(before, student.parameters(), teacher.parameters()):
+        torch.testing.assert_close(t, 0.7 * t0 + 0.3 * s.detach())
+    update_teacher(student, teacher, momentum=0.0)  # m = 0 copies the student
+    for s, t in zip(student.parameters(), teacher.parameters()):
+        torch.testing.assert_close(t, s.detach())
+    with pytest.raises(ValueError):
+        update_teacher(student, teacher, momentum=1.5)
+
+
+def test_cosine_schedule_ends_and_middle():
+    values = cosine_schedule(1.0, 0.1, total_steps=110, warmup_steps=10, warmup_start=0.0)
+    assert len(values) == 110
+    assert values[0] == 0.0 and values[9] < 1.0  # linear warm-up from warmup_start
+    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1)
+    middle = 10 + 99 / 2  # half way through the cosine part: (base + final) / 2
+    assert np.interp(middle, np.arange(110), values) == pytest.approx(0.55, abs=1e-3)
+    assert np.all(np.diff(values[10:]) <= 0)
+    momentum = cosine_schedule(0.996, 1.0, total_steps=50)
+    assert momentum[0] == pytest.approx(0.996) and momentum[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        cosine_schedule(1.0, 0.0, total_steps=5, warmup_steps=5)
+
+
+def test_teacher_temperature_warms_up_linearly_then_stays():
+    temps = teacher_temperature_schedule(0.04, 0.07, warmup_steps=31, total_steps=100)
+    assert (
+        temps[0] == pytest.approx(0.04)
+        and temps[30] == pytest.approx(0.07)
+        and temps[-1] == pytest.approx(0.07)
+    )
+    assert temps[15] == pytest.approx(0.055)
+
+
+# ---------------------------------------------------------------------------------------------- crops
+def test_multi_crop_counts_sizes_and_range():
+    aug = MultiCropAugmentation(global_size=32, local_size=16, n_local=5)
+    crops = aug(torch.rand(3, 40, 40))
+    assert aug.n_crops == len(crops) == 7
+    assert [tuple(c.shape) for c in crops] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 5
+    assert all(c.min() >= 0 and c.max() <= 1 for c in crops)
+    with pytest.raises(ValueError):
+        MultiCropAugmentation(global_size=16, local_size=32)
+    with pytest.raises(ValueError):
+        MultiCropAugmentation(local_scale=(0.5, 0.2))
+    with pytest.raises(ValueError):
+        aug(torch.rand(1, 3, 32, 32))
+
+
+# --------------------------------------------------------------------------------------- head, wrapper
+def test_head_normalises_the_bottleneck_and_the_last_layer():
+    head = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8)
+    x = torch.randn(5, 16)
+    out = head(x)
+    assert out.shape == (5, 40)
+    bottleneck = torch.nn.functional.normalize(head.mlp(x), dim=-1)
+    weight = head.last_layer.weight
+    torch.testing.assert_close(weight.norm(dim=1), torch.ones(40))  # g = 1: unit-norm rows
+    torch.testing.assert_close(out, bottleneck @ weight.T)
+    assert out.abs().max() <= 1 + 1e-5  # cosine similarities
+    gain = head.last_layer.parametrizations.weight.original0
+    assert (
+        not gain.requires_grad
+        and DINOHead(16, 40, norm_last_layer=False).last_layer.parametrizations.weight.original0.requires_grad
+    )
+
+
+def test_multi_crop_wrapper_equals_one_crop_at_a_time():
+    torch.manual_seed(4)
+    vit = VisionTransformer(16, 4, 3, 0, embed_dim=16, depth=1, num_heads=2)
+    wrapper = MultiCropWrapper(vit, DINOHead(16, 10, 16, 8)).eval()
+    crops = [torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 8, 8)]
+    expected = torch.cat([wrapper.head(vit(c)) for c in crops])
+    torch.testing.assert_close(wrapper(crops), expected, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def test_weighted_knn_matches_scikit_learn():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(60, 8)), rng.normal(size=(25, 8))
+    labels = rng.integers(0, 3, size=60)
+    temp = 0.07
+    ref = KNeighborsClassifier(
+        n_neighbors=10, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1 - d) / temp)
+    ).fit(train, labels)
+    ours = knn_predict(torch.tensor(train), torch.tensor(labels), torch.tensor(test), k=10, temperature=temp)
+    np.testing.assert_array_equal(ours.numpy(), ref.predict(test))
+    acc = knn_accuracy(
+        torch.tensor(train),
+        torch.tensor(labels),
+        torch.tensor(test),
+        torch.tensor(ref.predict(test)),
+        k=10,
+        temperature=temp,
+    )
+    assert acc == 1.0
+    with pytest.raises(ValueError):
+        knn_predict(torch.tensor(train), torch.tensor(labels), torch.tensor(test), k=61)
+
+
+def test_attention_masks_keep_the_given_mass():
+    attn = torch.tensor([[[0.1, 0.5, 0.1, 0.3]]])
+    assert attention_masks(attn, mass=0.6).tolist() == [[[False, True, False, True]]]  # 0.5 + 0.3 >= 0.6
+    assert attention_masks(attn, mass=0.5).tolist() == [[[False, True, False, False]]]
+    assert attention_masks(attn, mass=1.0).all()
+    with pytest.raises(ValueError):
+        attention_masks(attn, mass=0.0)
+
+
+def test_mask_iou_matches_jaccard_score():
+    rng = np.random.default_rng(1)
+    a, b = rng.random((3, 6, 6)) > 0.5, rng.random((3, 6, 6)) > 0.4
+    ours = mask_iou(torch.tensor(a), torch.tensor(b)).numpy()
+    ref = [jaccard_score(b[i].ravel(), a[i].ravel()) for i in range(3)]
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+
+
+def test_attention_iou_shapes():
+    vit = VisionTransformer(16, 4, 3, 0, embed_dim=16, depth=2, num_heads=2)
+    iou = attention_iou(vit, torch.rand(3, 3, 16, 16), torch.rand(3, 16, 16) > 0.5)
+    assert iou.shape == (3, 2) and np.all((iou >= 0) & (iou <= 1))
+    with pytest.raises(ValueError):
+        attention_iou(vit, torch.rand(3, 3, 16, 16), torch.rand(3, 8, 8) > 0.5)
+
+
+# --------------------------------------------------------------------------------- training, checkpoints
+def tiny_dino(**overrides):
+    config = DINOConfig(
+        **{"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 8, "epochs": 2, "warmup_epochs": 1, **overrides}
+    )
+    return DINO(VisionTransformer(16, 4, 3, 0, embed_dim=16, depth=1, num_heads=2), 16, config)
+
+
+def test_train_step_updates_student_and_teacher_by_ema_only():
+    torch.manual_seed(5)
+    dino = tiny_dino(freeze_last_layer_epochs=1)
+    trainer = DINOTrainer(dino, steps_per_epoch=2, batch_size=4)
+    last_before = dino.student.head.last_layer.parametrizations.weight.original1.detach().clone()
+    teacher_before = [p.detach().clone() for p in dino.teacher.parameters()]
+    crops = [torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16), torch.rand(4, 3, 8, 8)]
+    stats = trainer.train_step(crops)
+    assert math.isfinite(stats["loss"]) and set(stats) >= {"teacher_entropy", "kl", "lr", "momentum"}
+    assert all(p.grad is None for p in dino.teacher.parameters())
+    # the last layer stays fixed during the first epoch (DINO's freeze_last_layer)
+    torch.testing.assert_close(dino.student.head.last_layer.parametrizations.weight.original1, last_before)
+    m = stats["momentum"]
+    for t0, s, t in zip(teacher_before, dino.student.parameters(), dino.teacher.parameters()):
+        torch.testing.assert_close(t, m * t0 + (1 - m) * s.detach())
+
+
+def test_param_groups_decay_only_matrices():
+    student = tiny_dino().student
+    decay, no_decay = param_groups(student)
+    assert decay["params"] and all(p.ndim >= 2 for p in decay["params"])
+    assert all(p.ndim <= 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    assert len(decay["params"]) + len(no_decay["params"]) == len(trainable)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError):
+        DINOConfig(epochs=2, warmup_epochs=2)
+
+
+def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
+    dino = tiny_dino()
+    path = save_checkpoint(
+        tmp_path / "ckpt" / "dino.pt",
+        teacher=dino.teacher.state_dict(),
+        step=3,
+        config={"epochs": 2, "sizes": (32, 16)},
+    )
+    assert sorted(p.name for p in path.parent.iterdir()) == ["dino.pt"]  # no temporary file left behind
+    state = load_checkpoint(path)
+    assert state["step"] == 3
+    for key, value in dino.teacher.state_dict().items():
+        torch.testing.assert_close(state["teacher"][key], value)
+    torch.save({"object": DINOConfig()}, tmp_path / "unsafe.pt")  # arbitrary objects are refused
+    with pytest.raises(Exception, match="weights_only|Unsupported|global"):
+        load_checkpoint(tmp_path / "unsafe.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
