@@ -1,0 +1,117 @@
+"""Swin's window attention from scratch: window partition/reverse, the shifted-window mask, and
+the cost of global vs window self-attention (Liu et al., 2021, "Swin Transformer", eqs. 1-2).
+
+Layout follows timm's ``swin_transformer``: feature maps are channels-last ``(B, H, W, C)`` and
+windows are ``(B * num_windows, M, M, C)``, batch-major, windows in row-major order.
+The relative position bias of the real Swin block is left out: it changes no shape and no cost.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from common.attention import MultiHeadAttention
+
+
+def _check_divisible(height: int, width: int, window_size: int) -> None:
+    if window_size < 1 or height % window_size or width % window_size:
+        raise ValueError(
+            f"a {height}x{width} feature map does not split into {window_size}x{window_size} windows; "
+            f"pad the map or choose a window size that divides both {height} and {width}."
+        )
+
+
+def window_partition(x: Tensor, window_size: int) -> Tensor:
+    """(B, H, W, C) -> (B * H/M * W/M, M, M, C): cut the map into non-overlapping M x M windows."""
+    if x.ndim != 4:
+        raise ValueError(f"window_partition expects (B, H, W, C), got shape {tuple(x.shape)}.")
+    B, H, W, C = x.shape
+    _check_divisible(H, W, window_size)
+    M = window_size
+    # Split H into (H/M, M) and W into (W/M, M), then bring the two window-index axes together.
+    x = x.view(B, H // M, M, W // M, M, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, M, M, C)
+
+
+def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * num_windows, M, M, C) -> (B, H, W, C)."""
+    _check_divisible(height, width, window_size)
+    M = window_size
+    per_image = (height // M) * (width // M)
+    if windows.ndim != 4 or windows.shape[1:3] != (M, M) or windows.shape[0] % per_image:
+        raise ValueError(
+            f"expected (B*{per_image}, {M}, {M}, C) windows for a {height}x{width} map, "
+            f"got shape {tuple(windows.shape)}."
+        )
+    B, C = windows.shape[0] // per_image, windows.shape[-1]
+    x = windows.view(B, height // M, width // M, M, M, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, height, width, C)
+
+
+def shifted_window_mask(
+    height: int, width: int, window_size: int, shift_size: int, device: torch.device | str | None = None
+) -> Tensor:
+    """(num_windows, M*M, M*M) boolean mask for shifted-window attention, True where a query may attend.
+
+    After the cyclic shift ``torch.roll(x, (-s, -s))`` the windows on the bottom and right edges hold
+    pixels that were far apart in the image (wrapped around). Label every pixel of the shifted map by
+    the region it came from (3 bands of rows x 3 bands of columns); two tokens of one window may attend
+    to each other only if they carry the same label.
+    """
+    _check_divisible(height, width, window_size)
+    if not 0 <= shift_size < window_size:
+        raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}.")
+    labels = torch.zeros(1, height, width, 1, device=device)
+    if shift_size:
+        bands = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+        for i, rows in enumerate(bands):
+            for j, cols in enumerate(bands):
+                labels[:, rows, cols, :] = 3 * i + j
+    windows = window_partition(labels, window_size).flatten(1)  # (num_windows, M*M)
+    return windows[:, :, None] == windows[:, None, :]
+
+
+class WindowSelfAttention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) map: global (``window_size=None``), within M x M
+    windows (W-MSA), or within windows shifted by ``shift_size`` with the mask above (SW-MSA).
+
+    Parameter names (``attn.qkv``, ``attn.proj``) follow timm's Swin block, so weights copy over.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int | None = 7, shift_size: int = 0):
+        super().__init__()
+        if window_size is None and shift_size:
+            raise ValueError("global attention (window_size=None) has no windows to shift; use shift_size=0.")
+        if window_size is not None and not 0 <= shift_size < window_size:
+            raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}.")
+        self.window_size, self.shift_size = window_size, shift_size
+        self.attn = MultiHeadAttention(dim, num_heads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, H, W, C = x.shape
+        if self.window_size is None:  # every token attends to all H*W tokens: (HW)^2 scores per head
+            return self.attn(x.reshape(B, H * W, C)).view(B, H, W, C)
+        M, s = self.window_size, self.shift_size
+        if s:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        windows = window_partition(x, M).flatten(1, 2)  # (B*nW, M*M, C): M^4 scores per window and head
+        mask = None
+        if s:
+            # (nW, M², M²) repeated for each image (windows are batch-major), plus a heads axis.
+            mask = shifted_window_mask(H, W, M, s, device=x.device).repeat(B, 1, 1)[:, None]
+        out = window_reverse(self.attn(windows, mask=mask).view(-1, M, M, C), M, H, W)
+        return torch.roll(out, shifts=(s, s), dims=(1, 2)) if s else out
+
+
+def global_attention_macs(height: int, width: int, dim: int) -> int:
+    """Multiply-adds of global self-attention on an h x w map (Swin paper eq. 1): 4hwC² + 2(hw)²C.
+
+    4hwC²: the q, k, v and output projections; 2(hw)²C: QKᵀ and the weighted sum of V.
+    """
+    return 4 * height * width * dim**2 + 2 * (height * width) ** 2 * dim
+
+
+def window_attention_macs(height: int, width: int, dim: int, window_size: int) -> int:
+    """Multiply-adds of M x M window self-attention (Swin paper eq. 2): 4hwC² + 2M²hwC, linear in hw."""
+    return 4 * height * width * dim**2 + 2 * window_size**2 * height * width * dim

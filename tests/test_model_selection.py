@@ -1,0 +1,105 @@
+"""The selection guide on a hand-made table whose right answers are known in advance."""
+
+import pytest
+import timm
+
+from common.model_selection import FAMILIES, QUOTED_TOP1, REQUIRED_KEYS, recommend
+
+
+def row(model, family, latency, memory, top1, hierarchical=True, ssl=False, conv=False):
+    return {
+        "model": model,
+        "family": family,
+        "latency_ms": latency,
+        "peak_memory_mb": memory,
+        "top1": top1,
+        "hierarchical": hierarchical,
+        "self_supervised": ssl,
+        "convolutional": conv,
+    }
+
+
+TABLE = [
+    row("cnn_small", "ResNet", 5.0, 50.0, 70.0, conv=True),
+    row("cnn_big", "ConvNeXt", 30.0, 300.0, 83.0, conv=True),
+    row("vit", "ViT", 20.0, 200.0, 81.0, hierarchical=False),
+    row("swin", "Swin", 25.0, 250.0, 82.0),
+    row("dino", "DINOv2", 40.0, 400.0, 84.0, hierarchical=False, ssl=True),
+]
+
+
+def test_no_constraints_picks_the_most_accurate():
+    assert recommend(TABLE).model == "dino"
+
+
+def test_latency_budget_excludes_slow_models_with_a_reason():
+    rec = recommend(TABLE, latency_budget_ms=22)
+    assert rec.model == "vit"
+    assert set(rec.excluded) == {"cnn_big", "swin", "dino"}
+    assert "latency" in rec.excluded["dino"] and "22" in rec.excluded["dino"]
+
+
+def test_memory_budget():
+    assert recommend(TABLE, memory_budget_mb=260).model == "swin"
+
+
+def test_dense_task_keeps_hierarchical_models():
+    rec = recommend(TABLE, task="dense")
+    assert rec.model == "cnn_big" and "vit" in rec.excluded and "dino" in rec.excluded
+
+
+def test_features_task_prefers_self_supervised_and_falls_back():
+    assert recommend(TABLE, task="features").model == "dino"
+    rec = recommend(TABLE, task="features", latency_budget_ms=35)
+    assert rec.model == "cnn_big" and any("falling back" in r for r in rec.reasons)
+
+
+def test_small_data_ranks_convolutional_or_self_supervised_first():
+    assert recommend(TABLE, data_size="small", latency_budget_ms=26).model == "cnn_small"
+    rec = recommend(TABLE, data_size="small", latency_budget_ms=26)
+    assert rec.ranking[:1] == ["cnn_small"] and set(rec.ranking[1:]) == {"vit", "swin"}
+
+
+def test_ties_go_to_the_faster_model():
+    table = [row("slow", "A", 9.0, 1.0, 80.0), row("fast", "B", 3.0, 1.0, 80.0)]
+    assert recommend(table).model == "fast"
+
+
+def test_nothing_fits_says_so():
+    rec = recommend(TABLE, latency_budget_ms=1)
+    assert rec.model is None and len(rec.excluded) == len(TABLE)
+    assert "No model" in rec.explain()
+
+
+def test_explanation_names_choice_constraints_and_runner_up():
+    text = recommend(TABLE, latency_budget_ms=26).explain()
+    assert "Recommended: swin" in text and "latency <= 26.0 ms" in text and "runner-up vit" in text
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"task": "segmentation"}, {"data_size": "huge"}, {"latency_budget_ms": -1}, {"memory_budget_mb": 0}],
+)
+def test_bad_constraints_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        recommend(TABLE, **kwargs)
+
+
+def test_bad_tables_raise_value_error():
+    with pytest.raises(ValueError):
+        recommend([])
+    with pytest.raises(ValueError, match="lacks columns"):
+        recommend([{"model": "x", "latency_ms": 1.0}])
+    assert len(REQUIRED_KEYS) == len(TABLE[0])
+
+
+def test_every_quoted_accuracy_has_a_source_and_a_plausible_value():
+    for name, quoted in QUOTED_TOP1.items():
+        assert 50 < quoted.top1 < 100 and quoted.resolution >= 224 and len(quoted.source) > 20, name
+
+
+def test_every_family_builds_in_timm_and_has_a_quoted_accuracy():
+    for family, fam in FAMILIES.items():
+        for name in (fam.quick, fam.full):
+            assert name in QUOTED_TOP1, f"{family}: no quoted accuracy for {name}"
+            assert timm.is_model(name), f"{family}: timm has no architecture {name}"
