@@ -21,8 +21,11 @@ def _notebook(path: Path, sources: list[str], figures: list[str]) -> None:
 def _use_fake_repo(monkeypatch, root: Path, names: list[str]) -> None:
     monkeypatch.setattr(runner, "repo_root", lambda: root)
     monkeypatch.setattr(runner, "select_notebooks", lambda selectors: [Path(n) for n in names])
-    monkeypatch.setattr(runner, "declared_figures",
-                        lambda nb: nbformat.read(root / nb, as_version=4).metadata["course"]["figures"])
+    monkeypatch.setattr(
+        runner,
+        "declared_figures",
+        lambda nb: nbformat.read(root / nb, as_version=4).metadata["course"]["figures"],
+    )
 
 
 def test_failure_names_notebook_and_cell_and_exits_nonzero(tmp_path, monkeypatch, capsys):
