@@ -17,8 +17,8 @@ import statistics
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer as TimmViT
-from torch.utils import benchmark
 
+from common.benchmark import benchmark  # torch.utils.benchmark, imported without the CUDA_HOME log line
 from common.env import get_device, seed_everything
 from common.vit import VisionTransformer, load_timm_weights
 
