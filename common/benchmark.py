@@ -181,6 +181,19 @@ def attention_matrix_bytes(batch: int, heads: int, seq_len: int, dtype: torch.dt
     return batch * heads * seq_len**2 * torch.empty((), dtype=dtype).element_size()
 
 
+def free_memory_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory a new allocation can use now: free GPU memory on CUDA, else the OS's available RAM (Linux's
+    ``MemAvailable``, which counts reclaimable caches; ``sysconf``'s free pages elsewhere)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as meminfo:
+            line = next(line for line in meminfo if line.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024  # the file counts kB
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def sdpa_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, bool]:
     """Which kernels of ``F.scaled_dot_product_attention`` accept these inputs on their device.
 

@@ -1,5 +1,6 @@
 """Measurement helpers checked on models whose parameters, FLOPs and memory are known by hand."""
 
+import os
 import time
 
 import pytest
@@ -11,6 +12,7 @@ from common.benchmark import (
     attention_matrix_bytes,
     count_flops,
     count_parameters,
+    free_memory_bytes,
     measure_latency,
     measure_peak_memory,
     measure_throughput,
@@ -97,3 +99,11 @@ def test_math_backend_always_runs():
     q = torch.randn(1, 2, 16, 8)
     backends = sdpa_backends(q, q, q)
     assert backends["MATH"] is True and set(backends) >= {"FLASH_ATTENTION", "EFFICIENT_ATTENTION"}
+
+
+def test_free_memory_is_within_physical_memory_and_drops_when_we_allocate():
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    before = free_memory_bytes("cpu")
+    assert 0 < before <= total
+    block = torch.ones(2**28)  # 1 GiB of float32, written so the pages are really taken
+    assert before - free_memory_bytes("cpu") > 0.5 * block.nbytes
