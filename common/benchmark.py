@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -182,16 +183,12 @@ def attention_matrix_bytes(batch: int, heads: int, seq_len: int, dtype: torch.dt
 
 
 def free_memory_bytes(device: torch.device | str = "cpu") -> int:
-    """Memory a new allocation can use now: free GPU memory on CUDA, else the OS's available RAM (Linux's
-    ``MemAvailable``, which counts reclaimable caches; ``sysconf``'s free pages elsewhere)."""
+    """Memory a new allocation can use now: free GPU memory on CUDA, else the OS's available RAM (psutil's
+    ``available``: Linux's ``MemAvailable``, which counts reclaimable caches, and its equivalent on macOS)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open("/proc/meminfo") as meminfo:
-            line = next(line for line in meminfo if line.startswith("MemAvailable:"))
-        return int(line.split()[1]) * 1024  # the file counts kB
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return psutil.virtual_memory().available
 
 
 def sdpa_backends(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> dict[str, bool]:
