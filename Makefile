@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 RUN_ARGS = --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE)) $(if $(DATASET),--dataset $(DATASET)) $(NOTEBOOKS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit execute-all refresh lint clean
+.PHONY: help setup lab test unit execute-all refresh checkpoints lint clean
 
 help: ## list the targets
 	@echo "Attention & Vision Transformer labs. Targets:"
@@ -52,6 +52,12 @@ execute-all: $(STAMP) ## run every notebook with papermill into outputs/executed
 
 refresh: $(STAMP) ## re-execute notebooks in place (default parameters) to refresh their committed outputs
 	$(BIN)/python -m scripts.execute_notebooks --in-place $(NOTEBOOKS)
+
+checkpoints: $(STAMP) ## retrain the week-4 reference models into checkpoints/ (2-core CPU: about 1 h)
+	@# one core each, side by side: how the committed checkpoints were made (times in the manifest)
+	$(BIN)/python -m scripts.train_checkpoints vit --threads 1 & \
+	$(BIN)/python -m scripts.train_checkpoints dino --threads 1; \
+	status=$$?; wait $$! && exit $$status
 
 lint: $(STAMP) ## ruff over the package, tests, scripts and notebooks
 	$(BIN)/ruff check common tests scripts week6 week4

@@ -47,6 +47,9 @@ from torch.utils.data import Dataset
 from common.env import outputs_dir, require_online
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
+# The textured variant fills shape k with texture k: the class shows in every part of the object.
+BACKGROUNDS = ("cluttered", "plain")
+TEXTURES = ("solid", "stripes", "checks", "dots", "grid", "rings")
 SPLITS = {"train": 0, "test": 1}
 DATASETS = ("shapes", "digits", "cifar10")
 SAMPLE_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "immunohistochemistry")
@@ -141,6 +144,25 @@ def _inside(name: str, u: Tensor, v: Tensor) -> Tensor:
     raise ValueError(f"unknown shape {name!r}; use names from {SHAPE_CLASSES}.")
 
 
+def _texture(name: str, u: Tensor, v: Tensor, freq: Tensor, phase: Tensor) -> Tensor:
+    """1 where a pattern in the object's own frame shows the object's colour, 0 its dark shade."""
+    a, b = u * freq + phase, v * freq + phase
+    fa, fb = torch.remainder(a, 1.0), torch.remainder(b, 1.0)
+    if name == "solid":
+        return torch.ones_like(u, dtype=torch.bool)
+    if name == "stripes":
+        return fa < 0.5
+    if name == "checks":
+        return (fa < 0.5) ^ (fb < 0.5)
+    if name == "dots":
+        return (fa - 0.5) ** 2 + (fb - 0.5) ** 2 > 0.09
+    if name == "grid":
+        return ((fa - 0.5).abs() > 0.2) & ((fb - 0.5).abs() > 0.2)
+    if name == "rings":
+        return torch.remainder(torch.sqrt(u * u + v * v) * freq + phase, 1.0) < 0.5
+    raise ValueError(f"unknown texture {name!r}; use names from {TEXTURES}.")
+
+
 def _grid(n_pixels: int) -> tuple[Tensor, Tensor]:
     """Pixel-centre coordinates in [0, 1]: (y, x), each (n_pixels, n_pixels)."""
     coords = (torch.arange(n_pixels, dtype=torch.float32) + 0.5) / n_pixels
@@ -178,7 +200,17 @@ def _render(params: list[dict], size: int, classes: tuple[str, ...]) -> tuple[Te
         if chosen.any():
             inside[chosen] = _inside(name, u[chosen], v[chosen])
     alpha = F.avg_pool2d(inside.float()[:, None], _SUPERSAMPLE)  # (n, 1, S, S) pixel coverage
-    img = img * (1 - alpha) + stack["colour"][:, :, None, None] * alpha
+    colour = stack["colour"][:, :, None, None]
+    if "texture" in stack:  # class k's texture: the object's colour and a dark shade of it
+        freq, phase = stack["texture"][:, 0, None, None], stack["texture"][:, 1, None, None]
+        lit = torch.zeros_like(u)
+        for k in range(len(classes)):
+            chosen = labels == k
+            if chosen.any():
+                lit[chosen] = _texture(TEXTURES[k], u[chosen], v[chosen], freq[chosen], phase[chosen]).float()
+        shade = F.avg_pool2d((lit * inside)[:, None], _SUPERSAMPLE) / alpha.clamp_min(1e-6)
+        colour = colour * (0.3 + 0.7 * shade)
+    img = img * (1 - alpha) + colour * alpha
 
     noise = torch.stack(
         [
@@ -205,8 +237,13 @@ def generate_shapes(
     split: str = "train",
     classes: tuple[str, ...] = SHAPE_CLASSES,
     chunk: int = 512,
+    background: str = "cluttered",
+    texture: bool = False,
 ) -> ShapesData:
-    """``n`` generated images; image ``i`` depends only on ``(seed, split, i)`` (see the module docstring)."""
+    """``n`` generated images; image ``i`` depends only on ``(seed, split, i)`` (see the module docstring).
+
+    ``background="plain"`` draws the same objects and noise on a plain grey background without clutter;
+    ``texture=True`` fills shape ``k`` with the pattern ``TEXTURES[k]`` at a random frequency and phase."""
     if n < 1 or image_size < 8:
         raise ValueError(f"need n >= 1 and image_size >= 8, got n={n}, image_size={image_size}.")
     unknown = set(classes) - set(SHAPE_CLASSES)
@@ -214,6 +251,16 @@ def generate_shapes(
         raise ValueError(f"classes must be at least two of {SHAPE_CLASSES}, got {classes}.")
     code = _split_code(split)
     params = [_shape_params(np.random.default_rng([seed, code, i]), len(classes)) for i in range(n)]
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; use one of {BACKGROUNDS}.")
+    if background == "plain":  # transparent clutter: the random draws, and so every object, stay the same
+        for p in params:
+            p["lines"][:, 8] = p["blobs"][:, 6] = 0.0
+            p["bg"][:] = p["bg"].mean()  # a plain grey background
+    if texture:  # from a separate stream, so the objects themselves do not change
+        for i, p in enumerate(params):
+            rng = np.random.default_rng([seed, code, i, 1])
+            p["texture"] = np.array([rng.uniform(1.6, 2.4), rng.uniform(0, 1)])
     images, masks = zip(
         *(_render(params[i : i + chunk], image_size, tuple(classes)) for i in range(0, n, chunk))
     )
@@ -233,8 +280,10 @@ class ShapesDataset(Dataset):
         return_mask: bool = False,
         transform: Callable[[Tensor], Tensor] | None = None,
         classes: tuple[str, ...] = SHAPE_CLASSES,
+        background: str = "cluttered",
+        texture: bool = False,
     ):
-        data = generate_shapes(n, image_size, seed, split, classes)
+        data = generate_shapes(n, image_size, seed, split, classes, background=background, texture=texture)
         self.images, self.labels, self.masks, self.classes = (
             data.images,
             data.labels,

@@ -48,6 +48,8 @@ class MultiCropAugmentation:
         local_scale: tuple[float, float] = (0.05, 0.4),
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        grayscale: float = 0.2,
     ):
         if n_local < 0:
             raise ValueError(f"n_local must be >= 0, got {n_local}.")
@@ -59,22 +61,22 @@ class MultiCropAugmentation:
         self.global_size, self.local_size, self.n_local = global_size, local_size, n_local
         flip_and_colour = [
             v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.ColorJitter(*jitter)], p=0.8),  # brightness, contrast, saturation, hue
+            v2.RandomGrayscale(p=grayscale),
         ]
         finish = [v2.Normalize(mean, std)] if mean is not None and std is not None else []
 
-        def crop(size, scale):
-            return v2.RandomResizedCrop(
+        def crop(size, scale):  # bicubic resizing overshoots [0, 1]: clamp before the colour operations
+            resize = v2.RandomResizedCrop(
                 size, scale=scale, interpolation=v2.InterpolationMode.BICUBIC, antialias=True
             )
+            return v2.Compose([resize, v2.Lambda(_clamp01)])
 
         self.global_1 = v2.Compose(
             [
                 crop(global_size, global_scale),
                 *flip_and_colour,
                 _blur(global_size, 1.0),
-                v2.Lambda(_clamp01),
                 *finish,
             ]
         )
@@ -83,7 +85,6 @@ class MultiCropAugmentation:
                 crop(global_size, global_scale),
                 *flip_and_colour,
                 _blur(global_size, 0.1),
-                v2.Lambda(_clamp01),
                 v2.RandomSolarize(threshold=0.5, p=0.2),
                 *finish,
             ]
@@ -93,7 +94,6 @@ class MultiCropAugmentation:
                 crop(local_size, local_scale),
                 *flip_and_colour,
                 _blur(local_size, 0.5),
-                v2.Lambda(_clamp01),
                 *finish,
             ]
         )
@@ -109,7 +109,9 @@ class MultiCropAugmentation:
 
 
 def _clamp01(x: Tensor) -> Tensor:
-    return x.clamp(0.0, 1.0)  # bicubic resizing overshoots [0, 1]; solarize needs the range
+    # adjust_hue turns a pixel whose largest channel is 0 and others negative into NaN (a NaN loss, seen
+    # after a few hundred DINO steps); solarize and the colour operations also assume [0, 1]
+    return x.clamp(0.0, 1.0)
 
 
 class MultiCropDataset(torch.utils.data.Dataset):
@@ -218,7 +220,8 @@ class DINOLoss(nn.Module):
     :math:`c \leftarrow m\,c + (1-m)\,\frac{1}{B}\sum_b g_t^{(b)}`.
 
     ``centering=False`` turns the center off (ablation). ``last_stats`` holds the collapse diagnostics of the
-    last call: the teacher's mean entropy :math:`H(P_t)` and the mean :math:`KL(P_t \| P_s)` over the pairs.
+    last call (:func:`collapse_stats`): the teacher's mean entropy :math:`H(P_t)`, the entropy of its batch
+    mean :math:`H(\bar P_t)`, and the mean :math:`KL(P_t \| P_s)` over the pairs.
     """
 
     def __init__(
@@ -253,22 +256,25 @@ class DINOLoss(nn.Module):
         teacher = self.teacher_probs(teacher_out, teacher_temp).detach().chunk(n_global)
         total, kl, n_terms = 0.0, 0.0, 0
         for i, p_t in enumerate(teacher):
+            log_p_t = torch.log(p_t.clamp_min(1e-12))
             for j, log_p_s in enumerate(student_log):
                 if j == i:  # the same view seen by both networks: no loss (nothing to predict)
                     continue
                 total = total + torch.sum(-p_t * log_p_s, dim=-1).mean()
-                kl += (
-                    torch.sum(p_t * (torch.log(p_t.clamp_min(1e-12)) - log_p_s.detach()), dim=-1)
-                    .mean()
-                    .item()
-                )
+                kl = kl + torch.sum(p_t * (log_p_t - log_p_s.detach()), dim=-1).mean()
                 n_terms += 1
         if n_terms == 0:
             raise ValueError(
                 "no pair of different views: give the student at least one crop besides the teacher's."
             )
-        entropies = [torch.sum(-p * torch.log(p.clamp_min(1e-12)), dim=-1).mean().item() for p in teacher]
-        self.last_stats = {"teacher_entropy": float(np.mean(entropies)), "kl": kl / n_terms}
+        with torch.no_grad():  # the diagnostics, read from the device once per call (one host sync)
+            stats = collapse_stats(torch.cat(teacher))
+            self.last_stats = dict(
+                zip(
+                    ("teacher_entropy", "marginal_entropy", "kl"),
+                    torch.stack([stats["entropy"], stats["marginal_entropy"], kl / n_terms]).tolist(),
+                )
+            )
         self.update_center(teacher_out)
         return total / n_terms
 
@@ -281,6 +287,24 @@ class DINOLoss(nn.Module):
             dist.all_reduce(count)
         batch_center = batch_center / count
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
+
+
+def collapse_stats(probs: Tensor) -> dict[str, Tensor]:
+    r"""What tells DINO's two collapses apart, from the teacher's probabilities ``probs`` (B, K).
+
+    - ``entropy``: the mean per-image entropy :math:`\frac1B\sum_b H(P_t^{(b)})`;
+    - ``marginal_entropy``: the entropy of the batch mean, :math:`H(\frac1B\sum_b P_t^{(b)})`.
+
+    Healthy: each image is sharp (low ``entropy``) but images use different dimensions (high
+    ``marginal_entropy``). **One-dimension collapse**: every image puts its mass on the same dimension, both are
+    near 0. **Uniform collapse**: every image is spread evenly, both are near :math:`\log K`.
+    """
+    log_p = torch.log(probs.clamp_min(1e-12))
+    mean = probs.mean(0)
+    return {
+        "entropy": -(probs * log_p).sum(-1).mean(),
+        "marginal_entropy": -(mean * torch.log(mean.clamp_min(1e-12))).sum(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,8 +320,8 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
     s_params, t_params = list(student.parameters()), list(teacher.parameters())
     if len(s_params) != len(t_params):
         raise ValueError("student and teacher must have the same architecture.")
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, [p.detach() for p in s_params], alpha=1 - momentum)
+    for t, s in zip(t_params, s_params):
+        t.lerp_(s.detach(), 1 - momentum)  # t + (1 - m)(s - t) = m t + (1 - m) s
 
 
 def cosine_schedule(

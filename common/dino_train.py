@@ -4,7 +4,7 @@
   for ViT-S/16, except the sizes, which suit 32-pixel images).
 - :class:`DINO`: student and teacher (:class:`common.dino.MultiCropWrapper`), the loss, the schedules.
 - :func:`train_dino`: the loop (progress bar, per-step history, optional evaluation callback per epoch).
-- :func:`save_checkpoint` (atomic) / :func:`load_checkpoint` (``weights_only=True``).
+- :func:`dino_state`: what a checkpoint holds (saved with :func:`common.checkpoints.save`).
 - :func:`init_distributed`: reads torchrun's environment; NCCL on GPUs, gloo on CPU. With several processes
   the student is wrapped in ``DistributedDataParallel`` (gradients averaged), the center is all-reduced in
   :meth:`common.dino.DINOLoss.update_center`, so every process holds the same student, teacher and center.
@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -72,11 +71,22 @@ class DINOConfig:
 
 @dataclass
 class DINOHistory:
-    """Per step: loss, teacher_entropy, kl, lr, wd, momentum, teacher_temp. Per evaluation: epoch, knn."""
+    """Per step: loss, teacher_entropy, marginal_entropy, kl, lr, wd, momentum, teacher_temp.
+    Per evaluation: epoch, knn."""
 
     steps: dict[str, list[float]] = field(
         default_factory=lambda: {
-            k: [] for k in ("loss", "teacher_entropy", "kl", "lr", "wd", "momentum", "teacher_temp")
+            k: []
+            for k in (
+                "loss",
+                "teacher_entropy",
+                "marginal_entropy",
+                "kl",
+                "lr",
+                "wd",
+                "momentum",
+                "teacher_temp",
+            )
         }
     )
     evals: list[dict] = field(default_factory=list)
@@ -90,8 +100,8 @@ def _unwrap(module: nn.Module) -> nn.Module:
 class DINO(nn.Module):
     """Student and teacher (same backbone + head architecture, the teacher gets no gradients) and the loss.
 
-    ``backbone_factory()`` must build a backbone whose ``forward`` returns the CLS feature (B, embed_dim),
-    e.g. ``lambda: VisionTransformer(num_classes=0, ...)``. The teacher starts as a copy of the student.
+    ``backbone`` must return one feature per image from ``forward``, shape (B, ``embed_dim``), e.g. the CLS
+    feature of ``VisionTransformer(num_classes=0, ...)``. The teacher starts as a copy of the student.
     """
 
     def __init__(self, backbone: nn.Module, embed_dim: int, config: DINOConfig):
@@ -231,31 +241,6 @@ def train_dino(
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints and processes
 # ---------------------------------------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | Path, **state) -> Path:
-    """``torch.save(state)`` to a temporary file beside ``path``, then an atomic rename: a crash mid-write
-    never leaves a truncated checkpoint. Keep ``state`` to tensors, numbers, strings, lists and dicts so
-    :func:`load_checkpoint` can use ``weights_only=True``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs from the file)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; train first (scripts/train_dino.py) or fix the path."
-        )
-    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def dino_state(trainer: DINOTrainer) -> dict:

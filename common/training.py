@@ -144,3 +144,85 @@ def warmup_cosine(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     return LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------------ the supervised recipe
+def param_groups(model: nn.Module, weight_decay: float, no_decay_names: tuple[str, ...] = ()) -> list[dict]:
+    """Weight decay on weight matrices only: biases, norm gains (1-D) and the parameters named in
+    ``no_decay_names`` (a ViT's ``pos_embed`` and ``cls_token``: embeddings, not weights) get none.
+    Decaying those pulls every position and the CLS token towards zero, which slows a small ViT down."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in no_decay_names
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@dataclass
+class Recipe:
+    """The supervised recipe of the week-4 labs (DeiT's ingredients, scaled down): AdamW with weight decay on
+    weight matrices only, linear warm-up then cosine decay, label smoothing, gradient clipping."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
+    decay_everything: bool = False  # True: weight decay on every parameter too (what the sweep compares)
+
+
+def train_classifier(
+    model: nn.Module,
+    train_data,
+    test_data,
+    recipe: Recipe,
+    *,
+    device="cpu",
+    seed: int = 0,
+    desc: str = "train",
+    num_workers: int = 0,
+) -> History:
+    """Train ``model`` on ``train_data`` with ``recipe``, evaluating on ``test_data`` after every epoch.
+
+    The only supervised training loop of week 4 (lab 4.1's models, lab 4.2's supervised baseline,
+    ``scripts/train_checkpoints.py``). ``seed`` fixes the shuffling and augmentation order.
+    """
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(seed)
+    loader = DataLoader(
+        train_data,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if len(loader) == 0:
+        raise ValueError(f"{len(train_data)} training images give no full batch of {recipe.batch_size}.")
+    test_loader = DataLoader(test_data, batch_size=500)
+    groups = (
+        model.parameters()
+        if recipe.decay_everything
+        else param_groups(model, recipe.weight_decay, ("pos_embed", "cls_token"))
+    )
+    optimizer = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = recipe.epochs * len(loader)
+    scheduler = warmup_cosine(optimizer, max(1, int(recipe.warmup_fraction * steps)), steps)
+    return fit(
+        model,
+        loader,
+        epochs=recipe.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        val_loader=test_loader,
+        device=device,
+        grad_clip=recipe.grad_clip,
+        desc=desc,
+    )

@@ -24,23 +24,19 @@ Public API
 - ``attention_rollout(maps)`` (Abnar & Zuidema, 2020): how much each token's final state draws on each
   input token through all layers; row 0 gives a CLS-to-patch relevance map.
 - ``load_timm_weights(model, timm_model_or_state_dict)``, ``vit_from_timm(timm_model)``.
-- ``save_checkpoint(model, path, config, **extra)`` (atomic) and ``load_checkpoint(path)`` -> (model, extra),
-  loading with ``weights_only=True``; the supervised week-4 ViT lives at ``SUPERVISED_CHECKPOINT``.
+Saving and loading weights: :mod:`common.checkpoints`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.blocks import TransformerBlock
-from common.env import outputs_dir
 from common.positional import sincos_2d_encoding
 
 POS_EMBED_KINDS = ("learn", "sincos")
@@ -368,34 +364,3 @@ def attention_rollout(maps: list[Tensor], residual_weight: float = 0.5) -> Tenso
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
     return rollout
-
-
-# ------------------------------------------------------------------------------------ checkpoints
-SUPERVISED_CHECKPOINT = "week4_vit_shapes.pt"  # under outputs/checkpoints/
-
-
-def checkpoint_path(name: str = SUPERVISED_CHECKPOINT) -> Path:
-    return outputs_dir("checkpoints") / name
-
-
-def save_checkpoint(model: VisionTransformer, path: str | Path, config: dict, **extra) -> Path:
-    """Save weights + the constructor arguments; written to a temporary file and renamed (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"config": dict(config), "state_dict": model.state_dict(), "extra": extra}, tmp)
-    os.replace(tmp, path)  # readers never see a half-written file
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[VisionTransformer, dict]:
-    """Rebuild a VisionTransformer saved by :func:`save_checkpoint` (``weights_only=True``: no code runs)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; run week4/01_vision_transformer.ipynb to create it."
-        )
-    saved = torch.load(path, map_location=map_location, weights_only=True)
-    model = VisionTransformer(**saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    return model, saved.get("extra", {})

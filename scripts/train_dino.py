@@ -19,76 +19,24 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-from torchvision.transforms import v2
 
-from common.datasets import ShapesDataset
-from common.dino import MultiCropAugmentation, MultiCropDataset
+from common import checkpoints
+from common import reference_models as ref
 from common.dino_eval import knn_eval
-from common.dino_train import (
-    DINO,
-    DINOConfig,
-    DINOTrainer,
-    dino_state,
-    init_distributed,
-    save_checkpoint,
-    train_dino,
-)
+from common.dino_train import DINOTrainer, dino_state, init_distributed, train_dino
 from common.env import outputs_dir, seed_everything
-from common.vit import VisionTransformer
 
-PROFILES = {
-    # a smoke run for tests: a few steps of a tiny model
-    "tiny": dict(
-        n_train=64, n_test=32, epochs=2, batch_size=8, embed_dim=32, depth=2, heads=2, n_local=2, out_dim=128
-    ),
-    "quick": dict(
-        n_train=2000,
-        n_test=500,
-        epochs=16,
-        batch_size=64,
-        embed_dim=64,
-        depth=4,
-        heads=4,
-        n_local=4,
-        out_dim=1024,
-    ),
-    "full": dict(
-        n_train=20000,
-        n_test=2000,
-        epochs=100,
-        batch_size=256,
-        embed_dim=192,
-        depth=6,
-        heads=3,
-        n_local=8,
-        out_dim=4096,
-    ),
-}
+SIZES = ("n_train", "n_test", "epochs", "batch_size", "n_local", "out_dim")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--profile", choices=PROFILES, default="quick", help="sizes; the options below override them"
+        "--profile", choices=ref.DINO_SIZES, default="quick", help="sizes; the options below override them"
     )
-    for name in (
-        "n_train",
-        "n_test",
-        "epochs",
-        "batch_size",
-        "embed_dim",
-        "depth",
-        "heads",
-        "n_local",
-        "out_dim",
-    ):
+    for name in SIZES:
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--patch-size", type=int, default=4)
-    p.add_argument("--local-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="base learning rate for a global batch of 256")
-    p.add_argument("--momentum-teacher", type=float, default=0.99)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
@@ -106,8 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--no-eval", action="store_true", help="skip the final k-NN evaluation")
     args = p.parse_args(argv)
-    for key, value in PROFILES[args.profile].items():
-        if getattr(args, key) is None:
+    for key, value in ref.dino_sizes(args.profile).items():
+        if key in SIZES and getattr(args, key) is None:
             setattr(args, key, value)
     return args
 
@@ -116,58 +64,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rank, world, device = init_distributed()
     seed_everything(args.seed)  # the same initial weights everywhere (DDP also broadcasts rank 0's)
-    train = ShapesDataset(args.n_train, args.image_size, seed=args.seed, split="train")
-    # crops are standardised per channel (DINO uses ImageNet's statistics; we use the training set's)
-    mean, std = train.images.mean((0, 2, 3)).tolist(), train.images.std((0, 2, 3)).tolist()
-    aug = MultiCropAugmentation(args.image_size, args.local_size, args.n_local, mean=mean, std=std)
-    crops = MultiCropDataset(train, aug)
-    sampler = (
-        DistributedSampler(crops, world, rank, shuffle=True, seed=args.seed, drop_last=True)
-        if world > 1
-        else None
+    sizes = {k: getattr(args, k) for k in SIZES}
+    data = ref.dino_data(
+        args.profile, seed=args.seed, workers=args.num_workers, rank=rank, world=world, **sizes
     )
-    loader = DataLoader(
-        crops,
-        batch_size=args.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=args.num_workers,
-        persistent_workers=args.num_workers > 0,
-        pin_memory=device.type == "cuda",
-    )
-    if len(loader) == 0:
-        raise ValueError(f"--n-train {args.n_train} gives no full batch of {args.batch_size} per process.")
-
-    def backbone():
-        return VisionTransformer(
-            args.image_size, args.patch_size, 3, 0, args.embed_dim, args.depth, args.heads
-        )
-
-    config = DINOConfig(
-        epochs=args.epochs,
-        out_dim=args.out_dim,
-        hidden_dim=max(256, 4 * args.embed_dim),
-        bottleneck_dim=64 if args.embed_dim < 128 else 256,
-        lr=args.lr,
-        momentum_teacher=args.momentum_teacher,
-        warmup_epochs=min(10, args.epochs // 10),
-    )
-    dino = DINO(backbone(), args.embed_dim, config)
+    dino = ref.new_dino(args.profile, epochs=args.epochs, out_dim=args.out_dim, lr=args.lr)
     torch.manual_seed(args.seed + 1000 * rank)  # different augmentations on each process
-    trainer = DINOTrainer(dino, len(loader), args.batch_size, device)
+    trainer = DINOTrainer(dino, len(data.crops), args.batch_size, device)
     if rank == 0:
         print(
-            f"DINO on {world} process(es), device {device}, {len(loader)} steps/epoch x {args.epochs} epochs, "
+            f"DINO on {world} process(es), device {device}, {len(data.crops)} steps/epoch x {args.epochs} epochs, "
             f"global batch {args.batch_size * world}",
             flush=True,
         )
     start = time.perf_counter()
-    history = train_dino(trainer, loader, max_steps=args.max_steps, desc=f"DINO rank {rank}")
+    history = train_dino(trainer, data.crops, max_steps=args.max_steps, desc=f"DINO rank {rank}")
     seconds = time.perf_counter() - start
 
     if args.dump_teacher is not None:
-        save_checkpoint(
+        checkpoints.save(
             args.dump_teacher / f"teacher_rank{rank}.pt",
             teacher=dino.teacher.state_dict(),
             center=dino.loss.center,
@@ -176,30 +91,16 @@ def main(argv=None) -> int:
     if rank == 0:
         path = args.checkpoint or outputs_dir("checkpoints") / f"dino_{args.profile}.pt"
         state = dino_state(trainer)
-        state["backbone"] = {
-            "img_size": args.image_size,
-            "patch_size": args.patch_size,
-            "embed_dim": args.embed_dim,
-            "depth": args.depth,
-            "num_heads": args.heads,
-            "mean": mean,
-            "std": std,
-        }
-        save_checkpoint(path, **state)
+        state["backbone"] = ref.dino_backbone_config(args.profile)
+        state["mean"], state["std"] = data.normalize.mean, data.normalize.std
+        checkpoints.save(path, **state)
         print(
             f"{trainer.step} steps in {seconds:.0f} s; last loss {history.steps['loss'][-1]:.3f}, "
             f"teacher entropy {history.steps['teacher_entropy'][-1]:.2f}; saved {path}",
             flush=True,
         )
         if not args.no_eval:
-            test = ShapesDataset(args.n_test, args.image_size, seed=args.seed, split="test")
-            normalize = v2.Normalize(mean, std)
-            acc = knn_eval(
-                dino.teacher_backbone,
-                DataLoader(TensorDataset(normalize(train.images), train.labels), batch_size=256),
-                DataLoader(TensorDataset(normalize(test.images), test.labels), batch_size=256),
-                device,
-            )
+            acc = knn_eval(dino.teacher_backbone, data.bank, data.queries, device)
             print(f"teacher k-NN accuracy (k=20) on {args.n_test} test images: {acc:.3f}", flush=True)
     if world > 1:
         dist.barrier()

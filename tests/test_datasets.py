@@ -92,3 +92,35 @@ def test_cifar10_fails_fast_and_clearly_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_OFFLINE", "1")
     with pytest.raises(OfflineError, match="CIFAR-10"):
         load_cifar10("train", root=str(tmp_path))
+
+
+def test_plain_background_is_grey_noise_around_the_same_objects():
+    cluttered, plain = generate_shapes(64, 32, seed=5), generate_shapes(64, 32, seed=5, background="plain")
+    assert torch.equal(cluttered.labels, plain.labels) and torch.equal(cluttered.masks, plain.masks)
+    grown = torch.nn.functional.max_pool2d(plain.masks[:, None].float(), 5, 1, 2)[
+        :, 0
+    ].bool()  # object + margin
+    for image, near in zip(plain.images, grown):
+        background = image[:, ~near]  # (3, pixels): grey (equal channels) with pixel noise of std <= 0.06
+        assert background.mean(1).max() - background.mean(1).min() < 0.03
+        assert background.std(1).max() < 0.08
+    with pytest.raises(ValueError, match="background"):
+        generate_shapes(4, background="striped")
+
+
+def test_textured_objects_keep_their_silhouette_and_solid_ones_their_colour():
+    plain = generate_shapes(96, 32, seed=6, background="plain")
+    textured = generate_shapes(96, 32, seed=6, background="plain", texture=True)
+    assert torch.equal(plain.masks, textured.masks) and torch.equal(plain.labels, textured.labels)
+    outside = ~torch.nn.functional.max_pool2d(plain.masks[:, None].float(), 3, 1, 1)[:, 0].bool()
+    assert torch.equal(
+        plain.images.permute(1, 0, 2, 3)[:, outside], textured.images.permute(1, 0, 2, 3)[:, outside]
+    )
+    solid = plain.labels == SHAPE_CLASSES.index("circle")  # texture 0 is "solid": the same pixels
+    assert solid.any() and torch.equal(plain.images[solid], textured.images[solid])
+    for k in range(1, len(SHAPE_CLASSES)):  # patterned: the object has dark (0.3 x colour) and lit parts
+        i = int(torch.nonzero(plain.labels == k)[0])
+        ratio = textured.images[i][:, plain.masks[i]].sum(0) / plain.images[i][:, plain.masks[i]].sum(
+            0
+        ).clamp_min(1e-3)
+        assert ratio.min() < 0.5 and ratio.max() > 0.9, SHAPE_CLASSES[k]

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from common.dino_train import load_checkpoint
+from common.checkpoints import load as load_checkpoint
 from common.env import repo_root
 
 

@@ -12,10 +12,8 @@ from common.vit import (
     VisionTransformer,
     attention_rollout,
     image_to_patches,
-    load_checkpoint,
     load_timm_weights,
     resample_pos_embed,
-    save_checkpoint,
     vit_from_timm,
 )
 
@@ -129,15 +127,3 @@ def test_attention_rollout_of_one_layer_is_the_residual_mixed_mean_attention():
     two = attention_rollout([a, a])
     assert torch.allclose(two, expected @ expected, atol=1e-6)
     assert torch.allclose(two.sum(-1), torch.ones(2, 5), atol=1e-5)
-
-
-def test_checkpoint_round_trip_is_atomic_and_weights_only(tmp_path):
-    config = {**TINY, "pos_embed": "learn"}
-    model = VisionTransformer(**config).eval()
-    path = save_checkpoint(model, tmp_path / "vit.pt", config, test_accuracy=0.5)
-    assert not list(tmp_path.glob("*.tmp"))
-    loaded, extra = load_checkpoint(path)
-    x = torch.randn(1, 3, 32, 32)
-    assert torch.equal(loaded.eval()(x), model(x)) and extra == {"test_accuracy": 0.5}
-    with pytest.raises(FileNotFoundError, match="run week4/01"):
-        load_checkpoint(tmp_path / "missing.pt")

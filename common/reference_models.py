@@ -1,0 +1,270 @@
+"""The week-4 reference models: data, sizes and recipes of lab 4.1's ViT and lab 4.2's DINO, in one place.
+
+The notebooks (every profile) and ``make checkpoints`` (``scripts/train_checkpoints.py``) build their data
+and models here, so a committed checkpoint and a notebook's run differ only in their length.
+
+- ``VIT_SIZES[profile]`` and :func:`classification_data`, :func:`new_vit`, :func:`train_vit`,
+  :func:`accuracy` for the supervised ViT (the recipe is :class:`common.training.Recipe`; the sweep behind
+  its choices is ``scripts/sweep_vit.py``).
+- ``DINO_SIZES[profile]`` and :func:`dino_data`, :func:`new_dino`, :func:`dino_metrics` for DINO.
+
+Profiles: ``quick`` (a 2-core CPU, minutes), ``full`` (one GPU), ``course`` (the committed checkpoints, trained
+on a 2-core CPU by ``make checkpoints``), ``tiny`` (seconds: tests and smoke runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torchvision.transforms import v2
+
+from common.datasets import ShapesDataset, random_dihedral
+from common.dino import MultiCropAugmentation, MultiCropDataset
+from common.dino_eval import attention_iou, knn_eval
+from common.dino_train import DINO, DINOConfig
+from common.training import History, Recipe, evaluate, train_classifier
+from common.vit import VisionTransformer
+
+IMAGE_SIZE = 32
+
+# ----------------------------------------------------------------------------------------------------------
+# Lab 4.1: the supervised ViT
+# ----------------------------------------------------------------------------------------------------------
+# Chosen with scripts/sweep_vit.py (table: scripts/sweep_vit.md): 16 tokens of 8x8 pixels (4x cheaper than 4x4
+# patches at this size), warm-up + cosine at 1e-3, weight decay on weight matrices only, label smoothing, the 8
+# dihedral symmetries; the quick profile uses batches of 64 (twice the updates of 128 for the same images).
+VIT_MODEL = dict(
+    img_size=IMAGE_SIZE, patch_size=8, num_classes=6, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0
+)
+VIT_SIZES = {
+    "tiny": dict(n_train=512, n_test=256, epochs=1, batch_size=64),
+    "quick": dict(n_train=20000, n_test=2000, epochs=8, batch_size=64),
+    "full": dict(n_train=50000, n_test=2000, epochs=20, batch_size=128),
+    "course": dict(n_train=50000, n_test=2000, epochs=20, batch_size=128),
+}
+VIT_BACKGROUND = "plain"  # lab 4.1, section 3: on the cluttered one the same budget gets far less
+
+
+def _sizes(table: dict, profile: str) -> dict:
+    if profile not in table:
+        raise ValueError(f"unknown profile {profile!r}; use one of {tuple(table)}.")
+    return dict(table[profile])
+
+
+def standardizer(images: torch.Tensor) -> v2.Normalize:
+    """Per-channel standardisation with the statistics of ``images`` (N, C, H, W) (a training set)."""
+    mean, std = images.mean((0, 2, 3)).tolist(), images.std((0, 2, 3)).tolist()
+    return v2.Normalize(mean, std)
+
+
+def classification_data(n_train: int, n_test: int, seed: int = 0, background: str = VIT_BACKGROUND):
+    """``(train, test, normalize)``: shapes whose items come standardised; training items are also turned or
+    flipped at random. ``.images`` stay raw [0, 1] pixels for display; the test set returns masks."""
+    train = ShapesDataset(n_train, IMAGE_SIZE, seed=seed, split="train", background=background)
+    test = ShapesDataset(n_test, IMAGE_SIZE, seed=seed, split="test", background=background, return_mask=True)
+    normalize = standardizer(train.images)
+    train.transform = v2.Compose([random_dihedral, normalize])
+    test.transform = normalize
+    return train, test, normalize
+
+
+def new_vit(**overrides) -> VisionTransformer:
+    return VisionTransformer(**{**VIT_MODEL, **overrides})
+
+
+def vit_recipe(profile: str) -> Recipe:
+    """The supervised recipe at a profile's length (the sweep compared the alternatives)."""
+    s = _sizes(VIT_SIZES, profile)
+    return Recipe(epochs=s["epochs"], batch_size=s["batch_size"], lr=1e-3, weight_decay=0.05)
+
+
+def train_vit(model, train, test, profile: str, *, device="cpu", seed: int = 0, desc: str = "ViT") -> History:
+    return train_classifier(model, train, test, vit_recipe(profile), device=device, seed=seed, desc=desc)
+
+
+def accuracy(model, dataset, device="cpu") -> float:
+    """Test accuracy of a classifier over ``dataset`` (its items standardised as for training)."""
+    return evaluate(model.to(device), DataLoader(dataset, batch_size=500), device=device)["metric"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Lab 4.2: DINO
+# ----------------------------------------------------------------------------------------------------------
+# DINO trains on the textured variant (shape k filled with texture k, plain background): every crop of the
+# object carries its class, which crops and colour jitter leave intact. See lab 4.2, section 2.
+DINO_DATA = dict(background="plain", texture=True)
+DINO_BACKBONE = dict(img_size=IMAGE_SIZE, patch_size=8, num_classes=0, embed_dim=128, depth=4, num_heads=4)
+DINO_SIZES = {
+    "tiny": dict(
+        n_train=64,
+        n_test=32,
+        epochs=2,
+        batch_size=8,
+        n_local=2,
+        out_dim=128,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+    ),
+    "quick": dict(n_train=4000, n_test=1000, epochs=3, batch_size=64, n_local=4, out_dim=1024),
+    "full": dict(n_train=20000, n_test=2000, epochs=20, batch_size=64, n_local=4, out_dim=1024),
+    "course": dict(n_train=20000, n_test=2000, epochs=20, batch_size=64, n_local=4, out_dim=1024),
+}
+
+
+def dino_sizes(profile: str) -> dict:
+    return _sizes(DINO_SIZES, profile)
+
+
+@dataclass
+class DINOData:
+    """Everything DINO's training and evaluation read: raw sets, statistics and the loaders."""
+
+    train: ShapesDataset  # raw [0, 1] images; labels only for evaluation
+    test: ShapesDataset  # with masks
+    normalize: v2.Normalize
+    crops: DataLoader  # batches of multi-crop views, standardised
+    bank: DataLoader  # k-NN memory: standardised training images and their labels
+    queries: DataLoader  # standardised test images and labels
+
+    @property
+    def test_images(self) -> torch.Tensor:
+        return self.normalize(self.test.images)
+
+
+def dino_data(
+    profile: str,
+    *,
+    seed: int = 0,
+    n_local: int | None = None,
+    workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    bank_size: int = 4000,
+    texture: bool = True,
+    stats: tuple[list[float], list[float]] | None = None,
+    **overrides,
+) -> DINOData:
+    """The DINO pipeline of a profile: data, standardisation, multi-crop loader, k-NN loaders. ``overrides``
+    change sizes; ``texture=False`` gives the untextured shapes of lab 4.1 on the same plain background;
+    ``stats=(mean, std)`` standardises with given statistics (a checkpoint's) instead of this training set's."""
+    s = {**dino_sizes(profile), **overrides}
+    look = {**DINO_DATA, "texture": texture}
+    n_local = s["n_local"] if n_local is None else n_local
+    train = ShapesDataset(s["n_train"], IMAGE_SIZE, seed=seed, split="train", **look)
+    test = ShapesDataset(s["n_test"], IMAGE_SIZE, seed=seed, split="test", return_mask=True, **look)
+    normalize = standardizer(train.images) if stats is None else v2.Normalize(*stats)
+    aug = MultiCropAugmentation(
+        IMAGE_SIZE, 16, n_local, local_scale=(0.1, 0.4), mean=normalize.mean, std=normalize.std
+    )
+    views = MultiCropDataset(train, aug)
+    sampler = (
+        DistributedSampler(views, world, rank, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
+    )
+    crops = DataLoader(
+        views,
+        batch_size=s["batch_size"],
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    if len(crops) == 0:
+        raise ValueError(f"{s['n_train']} images give no full batch of {s['batch_size']} per process.")
+    n_bank = min(bank_size, len(train))
+    bank = DataLoader(TensorDataset(normalize(train.images[:n_bank]), train.labels[:n_bank]), batch_size=500)
+    queries = DataLoader(TensorDataset(normalize(test.images), test.labels), batch_size=500)
+    return DINOData(train, test, normalize, crops, bank, queries)
+
+
+def dino_backbone_config(profile: str = "quick") -> dict:
+    s = dino_sizes(profile)
+    return {**DINO_BACKBONE, **{k: s[k] for k in ("embed_dim", "depth", "num_heads") if k in s}}
+
+
+def new_dino_backbone(profile: str = "quick") -> VisionTransformer:
+    return VisionTransformer(**dino_backbone_config(profile))
+
+
+def dino_config(profile: str, **overrides) -> DINOConfig:
+    """DINO's recipe at our scale. Departures from the paper's ViT-S/16 defaults, each measured in lab 4.2:
+    teacher temperature 0.02 (0.04 let the teacher drift to uniform on these small images), K = 1024."""
+    s = dino_sizes(profile)
+    embed = s.get("embed_dim", DINO_BACKBONE["embed_dim"])
+    settings = dict(
+        epochs=s["epochs"],
+        out_dim=s["out_dim"],
+        hidden_dim=max(256, 4 * embed),
+        bottleneck_dim=64,
+        lr=1e-3,
+        momentum_teacher=0.996,
+        teacher_temp=0.02,
+        warmup_teacher_temp=0.02,
+        warmup_epochs=1,
+    )
+    return DINOConfig(**{**settings, **overrides})
+
+
+def new_dino(profile: str, **overrides) -> DINO:
+    backbone = new_dino_backbone(profile)
+    return DINO(backbone, backbone.embed_dim, dino_config(profile, **overrides))
+
+
+def dino_checkpoint_state(dino: DINO, profile: str, data: DINOData) -> dict:
+    """Student and teacher (backbone and head, fp16), the center and what rebuilds them."""
+
+    def half(module):
+        return {k: v.detach().cpu().half() for k, v in module.state_dict().items()}
+
+    return {
+        "student": half(dino.student),
+        "teacher": half(dino.teacher),
+        "center": dino.loss.center.cpu(),
+        "backbone": dino_backbone_config(profile),
+        "dino_config": asdict(dino.config),
+        "profile": profile,
+        "mean": data.normalize.mean,
+        "std": data.normalize.std,
+        "data": {**DINO_DATA, **dino_sizes(profile)},
+    }
+
+
+def dino_from_checkpoint(state: dict, **overrides) -> DINO:
+    """A float32 DINO (student, teacher, center) from :func:`dino_checkpoint_state`; ``overrides`` change its
+    config (e.g. to continue training with one piece removed)."""
+    backbone = VisionTransformer(**state["backbone"])
+    dino = DINO(backbone, backbone.embed_dim, DINOConfig(**{**state["dino_config"], **overrides}))
+    dino.student.load_state_dict({k: v.float() for k, v in state["student"].items()})
+    dino.teacher.load_state_dict({k: v.float() for k, v in state["teacher"].items()})
+    dino.loss.center.copy_(state["center"])
+    return dino
+
+
+def dino_metrics(backbone, data: DINOData, device="cpu") -> dict[str, float]:
+    """k-NN accuracy of the CLS features (k = 20) and mean attention-mask IoU over heads and test images."""
+    iou = attention_iou(backbone, data.test_images, data.test.masks)
+    return {
+        "knn": knn_eval(backbone, data.bank, data.queries, device),
+        "iou": float(iou.mean()),
+        "best_head_iou": float(iou.mean(0).max()),
+    }
+
+
+def raw_pixel_knn(data: DINOData) -> float:
+    """The same k-NN on standardised raw pixels: what the images give with no network at all."""
+    from common.dino_eval import knn_accuracy
+
+    bank_x, bank_y = map(torch.cat, zip(*data.bank))
+    query_x, query_y = map(torch.cat, zip(*data.queries))
+    return knn_accuracy(
+        bank_x.flatten(1), bank_y, query_x.flatten(1), query_y, num_classes=len(data.train.classes)
+    )
+
+
+def momentum_share(momenta) -> float:
+    """The teacher's remaining share of its initial weights: the product of the EMA momenta so far."""
+    return float(np.prod(np.asarray(momenta, dtype=np.float64)))

@@ -1,0 +1,129 @@
+"""Train the week-4 reference models and commit-ready checkpoints: ``make checkpoints``.
+
+    python -m scripts.train_checkpoints            # both: the supervised ViT (lab 4.1) and DINO (lab 4.2)
+    python -m scripts.train_checkpoints vit --threads 1
+
+Each model is trained from scratch with the ``course`` sizes of ``common.reference_models`` (the same recipe
+the notebooks use) and written to ``checkpoints/<name>.pt`` (fp16 weights), with an entry in
+``checkpoints/manifest.json``: sha256, the exact command, seed, the final metrics of the training log,
+the training time, date and machine. The notebooks verify the hash and evaluate the weights themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from common import checkpoints
+from common import reference_models as ref
+from common.dino_train import DINOTrainer, train_dino
+from common.env import seed_everything
+
+MODELS = ("vit", "dino")
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()} {platform.processor() or platform.platform()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, Python {platform.python_version()}"
+    )
+
+
+def provenance(seed: int, seconds: float) -> dict:
+    return {
+        "command": "python -m scripts.train_checkpoints " + shlex.join(sys.argv[1:]),
+        "seed": seed,
+        "train_seconds": round(seconds),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+    }
+
+
+def train_vit(seed: int) -> dict:
+    seed_everything(seed)
+    sizes = ref.VIT_SIZES["course"]
+    train, test, normalize = ref.classification_data(sizes["n_train"], sizes["n_test"], seed)
+    model = ref.new_vit()
+    start = time.perf_counter()
+    history = ref.train_vit(model, train, test, "course", seed=seed, desc="ViT (course)")
+    seconds = time.perf_counter() - start
+    for r in history.records:
+        print(
+            f"epoch {r['epoch']:>3}: train acc {r['train_metric']:.3f}, test acc {r['val_metric']:.3f}",
+            flush=True,
+        )
+    path = checkpoints.course_dir() / "vit_shapes.pt"
+    checkpoints.save(
+        path,
+        **checkpoints.vit_state(model, ref.VIT_MODEL),
+        mean=normalize.mean,
+        std=normalize.std,
+        data={"background": ref.VIT_BACKGROUND, **sizes},
+    )
+    # the metric the notebooks and tests reproduce: the fp16 weights as stored, on the test set
+    stored = checkpoints.build_vit(checkpoints.load(path))
+    metrics = {
+        "test_accuracy": round(ref.accuracy(stored, test), 4),
+        "test_accuracy_fp32_last_epoch": round(history.last("val_metric"), 4),
+        "train_accuracy_last_epoch": round(history.last("train_metric"), 4),
+        "n_test": len(test),
+    }
+    return checkpoints.record("vit_shapes", path, metrics=metrics, **provenance(seed, seconds))
+
+
+def train_dino_checkpoint(seed: int) -> dict:
+    seed_everything(seed)
+    data = ref.dino_data("course", seed=seed)
+    dino = ref.new_dino("course")
+    random_metrics = ref.dino_metrics(ref.new_dino_backbone("course"), data)
+    trainer = DINOTrainer(dino, len(data.crops), ref.dino_sizes("course")["batch_size"])
+
+    def knn(backbone):
+        return ref.dino_metrics(backbone, data)["knn"]
+
+    start = time.perf_counter()
+    history = train_dino(trainer, data.crops, eval_fn=knn, eval_every=2, desc="DINO (course)")
+    seconds = time.perf_counter() - start
+    for e in history.evals:
+        print(f"epoch {e['epoch']:>3}: teacher k-NN {e['knn']:.3f}", flush=True)
+    path = checkpoints.course_dir() / "dino_shapes.pt"
+    checkpoints.save(path, **ref.dino_checkpoint_state(dino, "course", data))
+    restored = ref.dino_from_checkpoint(checkpoints.load(path))
+    metrics = {}
+    for role in ("teacher", "student"):
+        m = ref.dino_metrics(getattr(restored, role).backbone, data)
+        metrics.update({f"{role}_{k}": round(v, 4) for k, v in m.items()})
+    metrics.update({f"random_init_{k}": round(v, 4) for k, v in random_metrics.items()})
+    metrics["raw_pixel_knn"] = round(ref.raw_pixel_knn(data), 4)
+    steps = history.steps
+    metrics["final_teacher_entropy"] = round(float(sum(steps["teacher_entropy"][-20:]) / 20), 3)
+    metrics["teacher_initial_share"] = ref.momentum_share(steps["momentum"])
+    metrics["steps"] = len(steps["loss"])
+    return checkpoints.record("dino_shapes", path, metrics=metrics, **provenance(seed, seconds))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", choices=MODELS, default=list(MODELS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for name in args.models:
+        entry = train_vit(args.seed) if name == "vit" else train_dino_checkpoint(args.seed)
+        print(
+            f"{name}: {entry['metrics']} in {entry['train_seconds']} s -> checkpoints/{entry['file']}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
