@@ -31,7 +31,7 @@ from common.dino import (
     teacher_temperature_schedule,
     update_teacher,
 )
-from common.training import progress
+from common.training import param_groups, progress
 
 
 @dataclass
@@ -121,16 +121,6 @@ class DINO(nn.Module):
         return self.teacher.backbone
 
 
-def param_groups(module: nn.Module) -> list[dict]:
-    """Weight decay on weight matrices only; biases and norm parameters (1-D) get none (DINO's choice)."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 class DINOTrainer:
     """Owns the optimiser and schedules and runs DINO steps. ``batch_size`` is per process."""
 
@@ -154,7 +144,8 @@ class DINOTrainer:
         self.teacher_temp = teacher_temperature_schedule(
             c.warmup_teacher_temp, c.teacher_temp, c.warmup_teacher_temp_epochs * steps_per_epoch, total
         )
-        self.optimizer = torch.optim.AdamW(param_groups(dino.student))
+        # weight decay on weight matrices only (DINO's choice); group 0's decay follows the schedule
+        self.optimizer = torch.optim.AdamW(param_groups(dino.student, c.weight_decay))
 
     def train_step(self, crops: list[torch.Tensor]) -> dict[str, float]:
         """One DINO step on a list of crop batches ``[global_1, global_2, local_1, ...]``."""

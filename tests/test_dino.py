@@ -18,7 +18,8 @@ from common.dino import (
     update_teacher,
 )
 from common.dino_eval import attention_iou, attention_masks, knn_accuracy, knn_predict, mask_iou
-from common.dino_train import DINO, DINOConfig, DINOTrainer, param_groups
+from common.dino_train import DINO, DINOConfig, DINOTrainer
+from common.training import param_groups
 from common.vit import VisionTransformer
 
 
@@ -276,8 +277,8 @@ def test_train_step_updates_student_and_teacher_by_ema_only():
 
 def test_param_groups_decay_only_matrices():
     student = tiny_dino().student
-    decay, no_decay = param_groups(student)
-    assert decay["params"] and all(p.ndim >= 2 for p in decay["params"])
+    decay, no_decay = param_groups(student, 0.04)
+    assert decay["params"] and all(p.ndim >= 2 for p in decay["params"]) and decay["weight_decay"] == 0.04
     assert all(p.ndim <= 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
     trainable = [p for p in student.parameters() if p.requires_grad]
     assert len(decay["params"]) + len(no_decay["params"]) == len(trainable)

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.training import History, evaluate, fit, warmup_cosine
+from common.training import History, Recipe, evaluate, fit, param_groups, train_classifier, warmup_cosine
+from common.vit import VisionTransformer
 
 
 def _separable_data(n=256, seed=0):
@@ -68,3 +69,28 @@ def test_bad_arguments():
         warmup_cosine(opt, 10, 5)
     with pytest.raises(ValueError, match="epochs"):
         fit(nn.Linear(1, 1), [], epochs=0, optimizer=opt)
+
+
+def test_param_groups_skip_embeddings_biases_and_norms():
+    vit = VisionTransformer(img_size=16, patch_size=8, num_classes=2, embed_dim=16, depth=1, num_heads=2)
+    decay, no_decay = param_groups(vit, 0.05, ("pos_embed", "cls_token"))
+    names = {id(p): n for n, p in vit.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"pos_embed", "cls_token", "norm.weight", "head.bias", "blocks.0.attn.qkv.bias"} <= skipped
+    assert all(p.ndim in (2, 4) for p in decay["params"])  # linear and conv weights only
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(vit.parameters()))
+
+
+def test_train_classifier_learns_a_separable_task():
+    torch.manual_seed(0)
+    x = torch.randn(512, 3, 8, 8)
+    y = (x[:, 0].mean((1, 2)) > 0).long()  # the class is the sign of one channel's mean: linear
+    data = TensorDataset(x, y)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    history = train_classifier(
+        model, data, data, Recipe(epochs=6, batch_size=64, lr=1e-2, label_smoothing=0.0)
+    )
+    assert history.last("val_metric") > 0.9
+    with pytest.raises(ValueError, match="no full batch"):
+        train_classifier(model, TensorDataset(x[:10], y[:10]), data, Recipe(epochs=1, batch_size=64))
