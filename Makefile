@@ -37,7 +37,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 setup: $(STAMP) ## create/refresh the .venv (idempotent)
 
 lab: $(STAMP) ## open JupyterLab on the course (step through the notebooks locally)
-	$(BIN)/jupyter lab
+	@# as root (containers, cloud VMs) JupyterLab refuses to start without --allow-root
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(STAMP) ## unit tests, notebook structure checks, then nbval over the committed notebooks
 	$(BIN)/python -m pytest tests

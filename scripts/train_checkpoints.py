@@ -17,7 +17,7 @@ import platform
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 
@@ -41,7 +41,7 @@ def provenance(seed: int, seconds: float) -> dict:
         "command": "python -m scripts.train_checkpoints " + shlex.join(sys.argv[1:]),
         "seed": seed,
         "train_seconds": round(seconds),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
     }
 
