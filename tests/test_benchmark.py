@@ -51,10 +51,12 @@ def test_latency_and_throughput_of_a_known_sleep():
     def sleep_10ms(batch):
         time.sleep(0.01)
 
+    # A sleep never ends early, but a busy machine may wake it late: only the lower bound is exact; the upper
+    # one (1 s, a hundred times the sleep) catches unit mistakes (ms for s), not scheduling delays.
     timing = measure_latency(sleep_10ms, torch.zeros(4), min_run_time=0.1)
-    assert timing.runs >= 1 and 0.0095 < timing.median < 0.03 and timing.iqr >= 0
+    assert timing.runs >= 1 and 0.0095 < timing.median < 1.0 and timing.iqr >= 0
     rate = measure_throughput(sleep_10ms, torch.zeros(4, 2), min_run_time=0.1)
-    assert rate.batch_size == 4 and 4 / 0.03 < rate.items_per_second < 4 / 0.0095
+    assert rate.batch_size == 4 and 4 / 1.0 < rate.items_per_second < 4 / 0.0095
     with pytest.raises(ValueError):
         measure_throughput(sleep_10ms, torch.tensor(1.0))
 
@@ -105,5 +107,11 @@ def test_free_memory_is_within_physical_memory_and_drops_when_we_allocate():
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     before = free_memory_bytes("cpu")
     assert 0 < before <= total
-    block = torch.ones(2**28)  # 1 GiB of float32, written so the pages are really taken
-    assert before - free_memory_bytes("cpu") > 0.5 * block.nbytes
+    # Other processes may free memory meanwhile: take three written 1 GiB blocks one after another and
+    # require that one of them shows, so a single unrelated change cannot fail the test.
+    blocks, drops = [], []
+    for _ in range(3):
+        without = free_memory_bytes("cpu")
+        blocks.append(torch.ones(2**28))  # 1 GiB of float32, written so the pages are really taken
+        drops.append(without - free_memory_bytes("cpu"))
+    assert max(drops) > 0.5 * 2**30, drops
