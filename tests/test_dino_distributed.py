@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
+from common import reference_models as ref
 from common.checkpoints import load as load_checkpoint
-from common.env import repo_root
+from common.env import repo_root, seed_everything
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -45,6 +46,13 @@ def test_two_processes_end_with_identical_teachers(tmp_path):
         )
     torch.testing.assert_close(ranks[1]["center"], ranks[0]["center"], rtol=0, atol=0)
     assert ranks[0]["center"].abs().sum() > 0  # the center was updated from (all-reduced) teacher outputs
-    # the teacher moved away from the student's initial weights, identically on both processes
     final = load_checkpoint(tmp_path / "dino.pt")
     assert final["step"] == 3 and final["config"]["epochs"] == 2
+    # the teacher moved away from the initial weights (the same seed builds them here), identically everywhere
+    seed_everything(0)
+    initial = ref.new_dino("tiny").teacher.state_dict()
+    moved = [k for k, v in ranks[0]["teacher"].items() if not torch.equal(v, initial[k])]
+    assert moved, "the EMA did not change the teacher"
+    assert len(moved) > len(initial) // 2, f"only {moved} changed"
+    step = max((ranks[0]["teacher"][k] - initial[k]).abs().max().item() for k in moved)
+    assert step < 1e-2, f"the teacher is not 3 EMA steps from its start (max change {step}): another init?"
