@@ -69,8 +69,10 @@ def repo_root() -> Path:
 
 
 def outputs_dir(*parts: str) -> Path:
-    """``outputs/<parts...>`` under the repository, created on first use."""
-    path = repo_root().joinpath("outputs", *parts)
+    """``outputs/<parts...>``, created on first use: the folder named by ``$COURSE_OUTPUTS`` if set (tests,
+    read-only checkouts), else ``outputs/`` in the repository."""
+    root = os.environ.get("COURSE_OUTPUTS")
+    path = (Path(root) if root else repo_root() / "outputs").joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from common.env import outputs_dir, repo_root
+from common.env import outputs_dir
 
 
 def set_style() -> None:
@@ -29,7 +29,8 @@ def set_style() -> None:
 def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
     """Save ``fig`` as ``outputs/<name>`` (e.g. ``"week6/01_scaling_effect.png"``), show it inline, close it.
 
-    Prints the path relative to the repository so notebook outputs do not depend on the machine;
+    Prints the path relative to the outputs folder (:func:`common.env.outputs_dir`) so notebook outputs do not
+    depend on the machine;
     returns nothing, so a notebook cell ending in ``savefig(...)`` shows no extra output.
     """
     path = Path(name)
@@ -37,7 +38,7 @@ def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
         raise ValueError(f"figure name must look like 'week6/01_name.png', got {name!r}.")
     target = outputs_dir(path.parts[0]) / path.name
     fig.savefig(target)
-    print(f"saved {target.relative_to(repo_root()).as_posix()}")
+    print(f"saved outputs/{path.as_posix()}")  # relative to the outputs folder: the same on every machine
     if show:
         try:
             from IPython import get_ipython

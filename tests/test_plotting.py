@@ -5,21 +5,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from common.env import repo_root  # noqa: E402
 from common.plotting import attention_heatmap, savefig  # noqa: E402
 
 
-def test_savefig_writes_under_outputs_and_prints_a_relative_path(capsys):
+def test_savefig_writes_under_the_outputs_folder_and_prints_a_relative_path(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_OUTPUTS", str(tmp_path))  # never into the repository's outputs/
     fig, ax = plt.subplots()
     ax.plot([0, 1])
     savefig(fig, "tests/00_smoke.png", show=False)
-    path = repo_root() / "outputs" / "tests" / "00_smoke.png"
-    try:
-        assert path.stat().st_size > 0
-        assert capsys.readouterr().out.strip() == "saved outputs/tests/00_smoke.png"
-    finally:
-        path.unlink()
-        path.parent.rmdir()
+    assert (tmp_path / "tests" / "00_smoke.png").stat().st_size > 0
+    assert capsys.readouterr().out.strip() == "saved outputs/tests/00_smoke.png"
 
 
 def test_savefig_rejects_names_without_week_folder():
