@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from common.env import repo_root
 from common.vit import VisionTransformer
@@ -64,12 +63,6 @@ def build_vit(state: dict) -> VisionTransformer:
     """A float32 ``VisionTransformer`` from :func:`vit_state`'s dict."""
     model = VisionTransformer(**state["config"])
     model.load_state_dict({k: v.float() for k, v in state["weights"].items()})
-    return model
-
-
-def strip_head(model: nn.Module) -> nn.Module:
-    """The backbone alone: the classifier head replaced by the identity, so ``model(x)`` is the CLS feature."""
-    model.head = nn.Identity()
     return model
 
 

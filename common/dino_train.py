@@ -4,7 +4,6 @@
   for ViT-S/16, except the sizes, which suit 32-pixel images).
 - :class:`DINO`: student and teacher (:class:`common.dino.MultiCropWrapper`), the loss, the schedules.
 - :func:`train_dino`: the loop (progress bar, per-step history, optional evaluation callback per epoch).
-- :func:`dino_state`: what a checkpoint holds (saved with :func:`common.checkpoints.save`).
 - :func:`init_distributed`: reads torchrun's environment; NCCL on GPUs, gloo on CPU. With several processes
   the student is wrapped in ``DistributedDataParallel`` (gradients averaged), the center is all-reduced in
   :meth:`common.dino.DINOLoss.update_center`, so every process holds the same student, teacher and center.
@@ -16,7 +15,7 @@ import copy
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -232,19 +231,6 @@ def train_dino(
 # ---------------------------------------------------------------------------------------------------------
 # Checkpoints and processes
 # ---------------------------------------------------------------------------------------------------------
-
-
-def dino_state(trainer: DINOTrainer) -> dict:
-    """Everything needed to resume or evaluate: both networks, the center, optimiser, step and config."""
-    d = trainer.dino
-    return {
-        "student": d.student.state_dict(),
-        "teacher": d.teacher.state_dict(),
-        "center": d.loss.center,
-        "optimizer": trainer.optimizer.state_dict(),
-        "step": trainer.step,
-        "config": asdict(d.config),
-    }
 
 
 def init_distributed() -> tuple[int, int, torch.device]:

@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from common.datasets import ShapesDataset, random_dihedral
 from common.dino import MultiCropAugmentation, MultiCropDataset
-from common.dino_eval import attention_iou, knn_eval
+from common.dino_eval import attention_iou, knn_accuracy, knn_eval
 from common.dino_train import DINO, DINOConfig
 from common.training import History, Recipe, evaluate, train_classifier
 from common.vit import VisionTransformer
@@ -229,7 +229,7 @@ def dino_checkpoint_state(dino: DINO, profile: str, data: DINOData) -> dict:
         "profile": profile,
         "mean": data.normalize.mean,
         "std": data.normalize.std,
-        "data": {**DINO_DATA, **dino_sizes(profile)},
+        "data": {**DINO_DATA, "n_train": len(data.train), "n_test": len(data.test)},
     }
 
 
@@ -256,8 +256,6 @@ def dino_metrics(backbone, data: DINOData, device="cpu") -> dict[str, float]:
 
 def raw_pixel_knn(data: DINOData) -> float:
     """The same k-NN on standardised raw pixels: what the images give with no network at all."""
-    from common.dino_eval import knn_accuracy
-
     bank_x, bank_y = map(torch.cat, zip(*data.bank))
     query_x, query_y = map(torch.cat, zip(*data.queries))
     return knn_accuracy(

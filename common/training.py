@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 from tqdm import TqdmWarning
 
 # Without ipywidgets, tqdm.auto warns (printing a machine-specific path) and falls back to text bars.
@@ -191,8 +192,6 @@ def train_classifier(
     The only supervised training loop of week 4 (lab 4.1's models, lab 4.2's supervised baseline,
     ``scripts/train_checkpoints.py``). ``seed`` fixes the shuffling and augmentation order.
     """
-    from torch.utils.data import DataLoader
-
     torch.manual_seed(seed)
     loader = DataLoader(
         train_data,

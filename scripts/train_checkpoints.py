@@ -23,6 +23,7 @@ import torch
 
 from common import checkpoints
 from common import reference_models as ref
+from common.dino_eval import knn_eval
 from common.dino_train import DINOTrainer, train_dino
 from common.env import seed_everything
 
@@ -86,7 +87,7 @@ def train_dino_checkpoint(seed: int) -> dict:
     trainer = DINOTrainer(dino, len(data.crops), ref.dino_sizes("course")["batch_size"])
 
     def knn(backbone):
-        return ref.dino_metrics(backbone, data)["knn"]
+        return knn_eval(backbone, data.bank, data.queries)
 
     start = time.perf_counter()
     history = train_dino(trainer, data.crops, eval_fn=knn, eval_every=2, desc="DINO (course)")

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from common import checkpoints
 from common import reference_models as ref
 from common.dino_eval import knn_eval
-from common.dino_train import DINOTrainer, dino_state, init_distributed, train_dino
+from common.dino_train import DINOTrainer, init_distributed, train_dino
 from common.env import outputs_dir, seed_everything
 
 SIZES = ("n_train", "n_test", "epochs", "batch_size", "n_local", "out_dim")
@@ -90,10 +90,8 @@ def main(argv=None) -> int:
         )
     if rank == 0:
         path = args.checkpoint or outputs_dir("checkpoints") / f"dino_{args.profile}.pt"
-        state = dino_state(trainer)
-        state["backbone"] = ref.dino_backbone_config(args.profile)
-        state["mean"], state["std"] = data.normalize.mean, data.normalize.std
-        checkpoints.save(path, **state)
+        # the course's one DINO format: ref.dino_from_checkpoint rebuilds it
+        checkpoints.save(path, **ref.dino_checkpoint_state(dino, args.profile, data), step=trainer.step)
         print(
             f"{trainer.step} steps in {seconds:.0f} s; last loss {history.steps['loss'][-1]:.3f}, "
             f"teacher entropy {history.steps['teacher_entropy'][-1]:.2f}; saved {path}",

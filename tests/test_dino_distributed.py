@@ -47,7 +47,7 @@ def test_two_processes_end_with_identical_teachers(tmp_path):
     torch.testing.assert_close(ranks[1]["center"], ranks[0]["center"], rtol=0, atol=0)
     assert ranks[0]["center"].abs().sum() > 0  # the center was updated from (all-reduced) teacher outputs
     final = load_checkpoint(tmp_path / "dino.pt")
-    assert final["step"] == 3 and final["config"]["epochs"] == 2
+    assert final["step"] == 3 and final["dino_config"]["epochs"] == 2
     # the teacher moved away from the initial weights (the same seed builds them here), identically everywhere
     seed_everything(0)
     initial = ref.new_dino("tiny").teacher.state_dict()
