@@ -79,6 +79,7 @@ class MultiHeadAttention(nn.Module):
         self,
         dim: int,
         num_heads: int = 8,
+        *,
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,

@@ -1,5 +1,6 @@
 """Reading attention weights: how spread out a head is (entropy), how far it looks (mean distance),
-and how different the heads of one layer are from each other (Jensen-Shannon diversity).
+how different the heads of one layer are from each other (Jensen-Shannon diversity), and how much each
+token's final state draws on each input token through all layers (attention rollout).
 
 Every function takes attention weights shaped (..., n_queries, n_keys) whose rows are probability
 distributions, e.g. the ``(B, heads, N, N)`` weights of ``MultiHeadAttention(..., return_attention=True)``.
@@ -90,3 +91,23 @@ def head_diversity(weights: Tensor) -> float:
     if h < 2:
         raise ValueError("head diversity compares heads with each other: pass weights of at least 2 heads.")
     return (d.sum() / (h * (h - 1))).item()  # the diagonal is 0
+
+
+def attention_rollout(maps: list[Tensor], residual_weight: float = 0.5) -> Tensor:
+    """Attention rollout (Abnar & Zuidema, 2020): (B, T, T) = prod over layers of (w I + (1 - w) mean_heads(A)),
+    rows renormalised; ``maps`` are per-layer weights (B, heads, T, T), first layer first. Row 0 of a ViT's
+    rollout is a CLS-to-patch relevance map.
+
+    The identity term stands for the residual connection, which carries each token's own state
+    past every attention layer; the product follows information from the input to the last layer.
+    """
+    if not maps:
+        raise ValueError("attention_rollout needs the weights of at least one layer.")
+    rollout = None
+    for weights in maps:
+        a = weights.mean(dim=1)  # (B, T, T): average the heads
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        a = residual_weight * eye + (1 - residual_weight) * a
+        a = a / a.sum(dim=-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout

@@ -17,7 +17,7 @@ NORM_POSITIONS = ("pre", "post")
 class FeedForward(nn.Module):
     """Position-wise FFN: Linear(dim -> hidden) -> activation -> dropout -> Linear(hidden -> dim) -> dropout."""
 
-    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", dropout: float = 0.0):
+    def __init__(self, dim: int, hidden_dim: int, *, activation: str = "gelu", dropout: float = 0.0):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)}.")
@@ -43,6 +43,7 @@ class TransformerBlock(nn.Module):
         self,
         dim: int,
         num_heads: int,
+        *,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         attn_dropout: float = 0.0,

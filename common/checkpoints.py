@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common.env import repo_root
+from common.course import repo_root
 from common.vit import VisionTransformer
 
 MISSING_HINT = "run `make checkpoints` to train it (see the README)"

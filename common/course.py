@@ -1,4 +1,9 @@
-"""The course's registry: where the repository lives, the notebooks in course order, their figures.
+"""The course itself: where it lives, its profiles, its notebooks in order, their figures, the exercise checks.
+
+- :func:`repo_root`, :func:`outputs_dir`: the repository and its generated ``outputs/`` folder.
+- ``PROFILES`` and :func:`resolve_profile`: every notebook's ``PROFILE`` parameter, ``quick`` or ``full``.
+- :func:`notebooks`, :func:`select_notebooks`, :func:`colab_badge`, :func:`declared_figures`, ``SETUP_CELL``.
+- :func:`check_exercise`: runs a student's exercise against an independent reference and prints one line.
 
 The repository slug is configured here and nowhere else (Colab badges and the setup cell use it).
 """
@@ -6,14 +11,16 @@ The repository slug is configured here and nowhere else (Colab badges and the se
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
-
-from common.env import repo_root
+from typing import Any
 
 REPO_SLUG = "attention-vit-course/attention-vit-labs"
 BRANCH = "main"
 # Week 6 (attention, the transformer) comes first: week 4's ViT is built from its blocks.
 WEEK_ORDER = ("week6", "week4")
+PROFILES = ("quick", "full")
 
 SETUP_CELL = f"""\
 # Setup: on Colab, fetch the course and install its helper package `common`; locally nothing happens.
@@ -30,6 +37,35 @@ if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "timm", "seaborn"], check=True)
     sys.path.insert(0, repo)"""
+
+
+def repo_root() -> Path:
+    """The repository's top folder, whatever the working directory (the package lives inside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def outputs_dir(*parts: str) -> Path:
+    """``outputs/<parts...>``, created on first use: the folder named by ``$COURSE_OUTPUTS`` if set (tests,
+    read-only checkouts), else ``outputs/`` in the repository."""
+    root = os.environ.get("COURSE_OUTPUTS")
+    path = (Path(root) if root else repo_root() / "outputs").joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_profile(profile: str, **settings: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings of ``profile`` (``quick`` or ``full``), failing clearly on a typo.
+
+    >>> resolve_profile("quick", quick={"epochs": 2}, full={"epochs": 30})
+    {'epochs': 2}
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown PROFILE {profile!r}; use one of {PROFILES}.")
+    if settings:
+        if profile not in settings:
+            raise ValueError(f"No settings given for profile {profile!r}.")
+        return dict(settings[profile])
+    return {}
 
 
 def notebooks() -> list[Path]:
@@ -64,3 +100,16 @@ def declared_figures(notebook: Path | str) -> list[str]:
     """Figures a notebook promises to write (``metadata.course.figures``), e.g. ``week6/01_x.png``."""
     nb = json.loads((repo_root() / notebook).read_text(encoding="utf-8"))
     return list(nb.get("metadata", {}).get("course", {}).get("figures", []))
+
+
+def check_exercise(name: str, test: Callable[[], object]) -> None:
+    """Run ``test`` (which calls the student's code and asserts); print one line saying how it went."""
+    try:
+        test()
+    except NotImplementedError:
+        print(f"[todo] {name}: not implemented yet; fill in the TODO above and run this cell again.")
+        return
+    except AssertionError as err:
+        print(f"[fail] {name}: {err or 'the check did not hold'}")
+        return
+    print(f"[pass] {name}")

@@ -27,7 +27,7 @@ Public API
     centre-cropped to ``size x size``.
 ``load_cifar10(split="train", root=None, transform=None)``
     torchvision's CIFAR-10 (downloaded to ``outputs/data`` on first use). Without the network it
-    raises ``common.env.OfflineError`` within seconds, saying what to do.
+    raises ``common.runtime.OfflineError`` within seconds, saying what to do.
 ``load_dataset(name, split="train", *, n=None, image_size=None, seed=0, transform=None)``
     One entry point for a ``DATASET`` parameter: ``name`` in ``DATASETS``; every result has ``.classes``.
 """
@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from common.env import outputs_dir, require_online
+from common.course import outputs_dir
+from common.runtime import require_online
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
 # The textured variant fills shape k with texture k: the class shows in every part of the object.
@@ -275,6 +276,7 @@ class ShapesDataset(Dataset):
         self,
         n: int,
         image_size: int = 32,
+        *,
         seed: int = 0,
         split: str = "train",
         return_mask: bool = False,
@@ -319,6 +321,7 @@ class DigitsDataset(Dataset):
         self,
         split: str = "train",
         image_size: int = 8,
+        *,
         rgb: bool = False,
         test_fraction: float = 0.25,
         seed: int = 0,

@@ -1,4 +1,5 @@
-"""Looking inside a network: activations of named submodules (forward hooks) and per-layer gradient norms."""
+"""Looking inside a network: activations of named submodules (forward hooks), per-layer gradient norms,
+switching attention heads off, and which input positions a sequence model relies on (occlusion, saliency)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,45 @@ def ablate_heads(attn: nn.Module, heads: Sequence[int]) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+# ------------------------------------------------------------------------------------ attribution
+def _check_sequence(x: Tensor) -> None:
+    if x.ndim != 3:
+        raise ValueError(
+            f"expected a (batch, seq_len, features) tensor, got shape {tuple(x.shape)}; "
+            "add a feature axis with x.unsqueeze(-1)."
+        )
+
+
+@torch.no_grad()
+def occlusion_importance(model: nn.Module, x: Tensor, baseline: float | None = 0.0) -> Tensor:
+    """Mean |change of the prediction| when position i is replaced by ``baseline``, for every i.
+
+    ``baseline=None`` replaces a step by its sequence's mean instead of a constant.
+    Returns (seq_len,). Model-agnostic: it only calls ``model(x)``.
+    """
+    _check_sequence(x)
+    model.eval()
+    reference = model(x)
+    fill = x.mean(dim=1) if baseline is None else torch.full_like(x[:, 0], baseline)  # (B, features)
+    scores = []
+    for i in range(x.shape[1]):
+        occluded = x.clone()
+        occluded[:, i] = fill
+        scores.append((model(occluded) - reference).abs().mean())
+    return torch.stack(scores)
+
+
+def gradient_saliency(model: nn.Module, x: Tensor, times_input: bool = False) -> Tensor:
+    """Mean |d prediction / d x_i| over the batch, for every position i (``times_input``: |grad · x_i|),
+    summed over the features. Returns (seq_len,). The gradient says how much a small change at step i moves the prediction.
+    """
+    _check_sequence(x)
+    model.eval()
+    x = x.detach().clone().requires_grad_(True)
+    # cuDNN's RNN backward refuses eval mode; the native kernels give the same gradient.
+    with torch.backends.cudnn.flags(enabled=False):
+        (grad,) = torch.autograd.grad(model(x).sum(), x)  # rows independent: d(sum)/dx_b = d(pred_b)/dx_b
+    grad = grad * x if times_input else grad
+    return grad.detach().abs().mean(dim=0).sum(-1)

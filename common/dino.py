@@ -1,14 +1,13 @@
 """DINO, the pieces of the method (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision Transformers").
 
 Multi-crop augmentation, the projection head, the multi-crop wrapper, the loss with centering and sharpening,
-the EMA teacher and the schedules. Names and defaults follow the reference code (facebookresearch/dino) so a
-reader can put the two side by side; sizes are smaller because our images are small.
+the EMA teacher and the teacher-temperature schedule (the cosine schedules of the learning rate, weight decay
+and momentum are :func:`common.training.cosine_schedule`). Names and defaults follow the reference code
+(facebookresearch/dino) so a reader can put the two side by side; sizes are smaller because our images are small.
 Training lives in :mod:`common.dino_train`, evaluation (k-NN, attention masks) in :mod:`common.dino_eval`.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ class MultiCropAugmentation:
         self,
         global_size: int = 32,
         local_size: int = 16,
+        *,
         n_local: int = 6,
         global_scale: tuple[float, float] = (0.4, 1.0),
         local_scale: tuple[float, float] = (0.05, 0.4),
@@ -146,6 +146,7 @@ class DINOHead(nn.Module):
         self,
         in_dim: int,
         out_dim: int,
+        *,
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         n_layers: int = 3,
@@ -225,7 +226,7 @@ class DINOLoss(nn.Module):
     """
 
     def __init__(
-        self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9, centering: bool = True
+        self, out_dim: int, *, student_temp: float = 0.1, center_momentum: float = 0.9, centering: bool = True
     ):
         super().__init__()
         if student_temp <= 0:
@@ -322,24 +323,6 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
         raise ValueError("student and teacher must have the same architecture.")
     for t, s in zip(t_params, s_params):
         t.lerp_(s.detach(), 1 - momentum)  # t + (1 - m)(s - t) = m t + (1 - m) s
-
-
-def cosine_schedule(
-    base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
-) -> np.ndarray:
-    """One value per step: linear warm-up ``warmup_start -> base``, then a half cosine ``base -> final``.
-
-    :math:`v_i = f + \\tfrac12 (b - f)(1 + \\cos(\\pi\\, i / (n-1)))` for the ``n`` post-warm-up steps, so the
-    first is exactly ``base`` and the last exactly ``final`` (DINO's ``cosine_scheduler`` divides by ``n``,
-    stopping one step short of ``final``). Used for the learning rate, the weight decay and the momentum.
-    """
-    if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}.")
-    warmup = np.linspace(warmup_start, base, warmup_steps, endpoint=False) if warmup_steps else np.array([])
-    n = total_steps - warmup_steps
-    t = np.arange(n) / max(1, n - 1)
-    cosine = final + 0.5 * (base - final) * (1 + np.cos(math.pi * t))
-    return np.concatenate([warmup, cosine])
 
 
 def teacher_temperature_schedule(

@@ -22,15 +22,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common.dino import (
-    DINOHead,
-    DINOLoss,
-    MultiCropWrapper,
-    cosine_schedule,
-    teacher_temperature_schedule,
-    update_teacher,
-)
-from common.training import param_groups, progress
+from common.dino import DINOHead, DINOLoss, MultiCropWrapper, teacher_temperature_schedule, update_teacher
+from common.training import cosine_schedule, param_groups, progress
 
 
 @dataclass
@@ -103,17 +96,24 @@ class DINO(nn.Module):
     feature of ``VisionTransformer(num_classes=0, ...)``. The teacher starts as a copy of the student.
     """
 
-    def __init__(self, backbone: nn.Module, embed_dim: int, config: DINOConfig):
+    def __init__(self, backbone: nn.Module, embed_dim: int, *, config: DINOConfig):
         super().__init__()
         self.config = config
         c = config
         head = DINOHead(
-            embed_dim, c.out_dim, c.hidden_dim, c.bottleneck_dim, c.head_layers, c.norm_last_layer
+            embed_dim,
+            c.out_dim,
+            hidden_dim=c.hidden_dim,
+            bottleneck_dim=c.bottleneck_dim,
+            n_layers=c.head_layers,
+            norm_last_layer=c.norm_last_layer,
         )
         self.student = MultiCropWrapper(backbone, head)
         self.teacher = copy.deepcopy(self.student)
         self.teacher.requires_grad_(False)
-        self.loss = DINOLoss(c.out_dim, c.student_temp, c.center_momentum, centering=c.centering)
+        self.loss = DINOLoss(
+            c.out_dim, student_temp=c.student_temp, center_momentum=c.center_momentum, centering=c.centering
+        )
 
     @property
     def teacher_backbone(self) -> nn.Module:
@@ -123,7 +123,7 @@ class DINO(nn.Module):
 class DINOTrainer:
     """Owns the optimiser and schedules and runs DINO steps. ``batch_size`` is per process."""
 
-    def __init__(self, dino: DINO, steps_per_epoch: int, batch_size: int, device="cpu"):
+    def __init__(self, dino: DINO, steps_per_epoch: int, *, batch_size: int, device="cpu"):
         self.dino, self.device = dino.to(device), torch.device(device)
         c = dino.config
         self.world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

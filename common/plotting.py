@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from common.env import outputs_dir
+from common.course import outputs_dir
 
 
 def set_style() -> None:
@@ -29,7 +29,7 @@ def set_style() -> None:
 def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
     """Save ``fig`` as ``outputs/<name>`` (e.g. ``"week6/01_scaling_effect.png"``), show it inline, close it.
 
-    Prints the path relative to the outputs folder (:func:`common.env.outputs_dir`) so notebook outputs do not
+    Prints the path relative to the outputs folder (:func:`common.course.outputs_dir`) so notebook outputs do not
     depend on the machine;
     returns nothing, so a notebook cell ending in ``savefig(...)`` shows no extra output.
     """

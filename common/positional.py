@@ -36,7 +36,7 @@ def sincos_2d_encoding(grid_h: int, grid_w: int, dim: int, base: float = 10000.0
 class SinusoidalPositionalEncoding(nn.Module):
     """Adds the fixed sinusoidal table to a (B, N, dim) input; no parameters, any length up to max_len."""
 
-    def __init__(self, dim: int, max_len: int = 4096, dropout: float = 0.0):
+    def __init__(self, dim: int, max_len: int = 4096, *, dropout: float = 0.0):
         super().__init__()
         self.register_buffer("pe", sinusoidal_encoding(max_len, dim), persistent=False)
         self.dropout = nn.Dropout(dropout)
@@ -52,7 +52,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 class LearnedPositionalEmbedding(nn.Module):
     """A trainable table of ``max_len`` position vectors (BERT/GPT-style); cannot go past max_len."""
 
-    def __init__(self, dim: int, max_len: int, dropout: float = 0.0):
+    def __init__(self, dim: int, max_len: int, *, dropout: float = 0.0):
         super().__init__()
         self.table = nn.Embedding(max_len, dim)
         nn.init.normal_(self.table.weight, std=0.02)

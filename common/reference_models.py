@@ -158,7 +158,7 @@ def dino_data(
     test = ShapesDataset(s["n_test"], IMAGE_SIZE, seed=seed, split="test", return_mask=True, **look)
     normalize = standardizer(train.images) if stats is None else v2.Normalize(*stats)
     aug = MultiCropAugmentation(
-        IMAGE_SIZE, 16, n_local, local_scale=(0.1, 0.4), mean=normalize.mean, std=normalize.std
+        IMAGE_SIZE, 16, n_local=n_local, local_scale=(0.1, 0.4), mean=normalize.mean, std=normalize.std
     )
     views = MultiCropDataset(train, aug)
     sampler = (
@@ -211,7 +211,7 @@ def dino_config(profile: str, **overrides) -> DINOConfig:
 
 def new_dino(profile: str, **overrides) -> DINO:
     backbone = new_dino_backbone(profile)
-    return DINO(backbone, backbone.embed_dim, dino_config(profile, **overrides))
+    return DINO(backbone, backbone.embed_dim, config=dino_config(profile, **overrides))
 
 
 def dino_checkpoint_state(dino: DINO, profile: str, data: DINOData) -> dict:
@@ -237,7 +237,7 @@ def dino_from_checkpoint(state: dict, **overrides) -> DINO:
     """A float32 DINO (student, teacher, center) from :func:`dino_checkpoint_state`; ``overrides`` change its
     config (e.g. to continue training with one piece removed)."""
     backbone = VisionTransformer(**state["backbone"])
-    dino = DINO(backbone, backbone.embed_dim, DINOConfig(**{**state["dino_config"], **overrides}))
+    dino = DINO(backbone, backbone.embed_dim, config=DINOConfig(**{**state["dino_config"], **overrides}))
     dino.student.load_state_dict({k: v.float() for k, v in state["student"].items()})
     dino.teacher.load_state_dict({k: v.float() for k, v in state["teacher"].items()})
     dino.loss.center.copy_(state["center"])

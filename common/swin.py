@@ -12,14 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from common.attention import MultiHeadAttention
-
-
-def _check_divisible(height: int, width: int, window_size: int) -> None:
-    if window_size < 1 or height % window_size or width % window_size:
-        raise ValueError(
-            f"a {height}x{width} feature map does not split into {window_size}x{window_size} windows; "
-            f"pad the map or choose a window size that divides both {height} and {width}."
-        )
+from common.vit import check_divisible
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -27,7 +20,7 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     if x.ndim != 4:
         raise ValueError(f"window_partition expects (B, H, W, C), got shape {tuple(x.shape)}.")
     B, H, W, C = x.shape
-    _check_divisible(H, W, window_size)
+    check_divisible(H, W, window_size, unit="window size")
     M = window_size
     # Split H into (H/M, M) and W into (W/M, M), then bring the two window-index axes together.
     x = x.view(B, H // M, M, W // M, M, C).permute(0, 1, 3, 2, 4, 5)
@@ -36,7 +29,7 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
 
 def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
     """Inverse of :func:`window_partition`: (B * num_windows, M, M, C) -> (B, H, W, C)."""
-    _check_divisible(height, width, window_size)
+    check_divisible(height, width, window_size, unit="window size")
     M = window_size
     per_image = (height // M) * (width // M)
     if windows.ndim != 4 or windows.shape[1:3] != (M, M) or windows.shape[0] % per_image:
@@ -59,7 +52,7 @@ def shifted_window_mask(
     the region it came from (3 bands of rows x 3 bands of columns); two tokens of one window may attend
     to each other only if they carry the same label.
     """
-    _check_divisible(height, width, window_size)
+    check_divisible(height, width, window_size, unit="window size")
     if not 0 <= shift_size < window_size:
         raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}.")
     labels = torch.zeros(1, height, width, 1, device=device)
@@ -79,7 +72,7 @@ class WindowSelfAttention(nn.Module):
     Parameter names (``attn.qkv``, ``attn.proj``) follow timm's Swin block, so weights copy over.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int | None = 7, shift_size: int = 0):
+    def __init__(self, dim: int, num_heads: int, *, window_size: int | None = 7, shift_size: int = 0):
         super().__init__()
         if window_size is None and shift_size:
             raise ValueError("global attention (window_size=None) has no windows to shift; use shift_size=0.")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -24,8 +24,8 @@ METRICS = ("accuracy", None)
 
 
 def progress(iterable: Iterable, **kwargs):
-    """tqdm.auto progress bar; silent when TQDM_DISABLE=1 (headless runs: papermill, nbval, CI)."""
-    kwargs.setdefault("disable", os.environ.get("TQDM_DISABLE") == "1")
+    """tqdm.auto progress bar that disappears when done (tqdm itself reads ``TQDM_DISABLE=1``, which the
+    headless runs set: papermill, nbval, CI)."""
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
 
@@ -130,21 +130,32 @@ def fit(
     return history
 
 
+def cosine_schedule(
+    base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> np.ndarray:
+    """One value per step: a linear warm-up from ``warmup_start`` to ``base``, then a half cosine to ``final``.
+
+    Warm-up step ``i < W`` is ``warmup_start + (i + 1) / W · (base - warmup_start)`` (no step at the start
+    value, the last warm-up step at ``base``); the ``n`` steps after it are
+    :math:`f + \tfrac12 (b - f)(1 + \\cos(\\pi\\, i / (n-1)))`, so the last is exactly ``final``. The course's
+    one schedule: the learning rate everywhere (:func:`warmup_cosine`), DINO's weight decay and teacher momentum.
+    """
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}.")
+    warmup = np.linspace(warmup_start, base, warmup_steps + 1)[1:]
+    n = total_steps - warmup_steps
+    t = np.arange(n) / max(1, n - 1)
+    cosine = final + 0.5 * (base - final) * (1 + np.cos(math.pi * t))
+    return np.concatenate([warmup, cosine])
+
+
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
 ) -> LambdaLR:
-    """Linear warm-up from 0 to the base LR over ``warmup_steps``, then cosine decay to
-    ``min_lr_ratio`` × base LR at ``total_steps``. Step it once per batch."""
-    if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}.")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return LambdaLR(optimizer, factor)
+    """:func:`cosine_schedule` as a learning-rate scheduler: warm-up from 0 to the base LR over ``warmup_steps``,
+    then cosine decay to ``min_lr_ratio`` × base LR at the last of ``total_steps``. Step it once per batch."""
+    factors = cosine_schedule(1.0, min_lr_ratio, total_steps, warmup_steps)
+    return LambdaLR(optimizer, lambda step: float(factors[min(step, total_steps - 1)]))
 
 
 # ------------------------------------------------------------------------------------ the supervised recipe

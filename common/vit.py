@@ -6,8 +6,9 @@ transformer blocks (``common.blocks.TransformerBlock``) mix the tokens. The CLS 
 after a LayerNorm, is classified by a linear head.
 
 Module and parameter names follow timm's ``VisionTransformer`` (``patch_embed.proj``, ``cls_token``,
-``pos_embed``, ``blocks.i.attn.qkv`` ...), so :func:`load_timm_weights` copies a timm state dict over
-unchanged and :func:`vit_from_timm` rebuilds any standard timm ViT (pretrained ones included) as ours.
+``pos_embed``, ``blocks.i.attn.qkv`` ...), so :func:`common.timm_interop.load_timm_weights` copies a timm
+state dict over unchanged and :func:`common.timm_interop.vit_from_timm` rebuilds any standard timm ViT
+(pretrained ones included) as ours.
 
 Public API
 ----------
@@ -21,16 +22,13 @@ Public API
   ``forward(x) -> logits`` (from the CLS token), ``get_attention_maps(x) -> [(B, heads, 1+N, 1+N)] * depth``.
   Any input whose sides are multiples of the patch size works: the position embeddings are resampled
   on the fly (``resample_pos_embed``); ``set_image_size`` makes a new size permanent.
-- ``attention_rollout(maps)`` (Abnar & Zuidema, 2020): how much each token's final state draws on each
-  input token through all layers; row 0 gives a CLS-to-patch relevance map.
-- ``load_timm_weights(model, timm_model_or_state_dict)``, ``vit_from_timm(timm_model)``.
-Saving and loading weights: :mod:`common.checkpoints`.
+Elsewhere: timm weights in and out, :mod:`common.timm_interop`; attention rollout and the other read-outs of
+attention maps, :mod:`common.attention_analysis`; saving and loading weights, :mod:`common.checkpoints`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -47,14 +45,14 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def check_divisible(height: int, width: int, patch_size: int) -> None:
-    """Raise a ValueError naming the fix when an image does not tile into whole patches."""
-    if height % patch_size or width % patch_size:
-        fit = lambda s: max(patch_size, s // patch_size * patch_size)  # noqa: E731
+def check_divisible(height: int, width: int, size: int, unit: str = "patch size") -> None:
+    """Raise a ValueError naming the fix when a ``height x width`` grid does not tile into whole
+    ``size x size`` pieces (ViT patches of an image, Swin windows of a feature map)."""
+    if size < 1 or height % size or width % size:
+        fit = lambda s: max(size, s // size * size)  # noqa: E731
         raise ValueError(
-            f"image size {height}x{width} is not divisible by the patch size {patch_size}; "
-            f"resize or crop the image to {fit(height)}x{fit(width)} (a multiple of {patch_size}), "
-            f"or choose a patch size that divides both sides."
+            f"size {height}x{width} is not divisible by the {unit} {size}; resize, crop or pad to "
+            f"{fit(height)}x{fit(width)} (a multiple of {size}), or choose a {unit} that divides both sides."
         )
 
 
@@ -79,6 +77,7 @@ class PatchEmbedding(nn.Module):
         self,
         img_size: int | tuple[int, int] = 32,
         patch_size: int = 4,
+        *,
         in_chans: int = 3,
         embed_dim: int = 192,
     ):
@@ -98,7 +97,7 @@ class PatchEmbedding(nn.Module):
 class UnfoldPatchEmbedding(nn.Module):
     """Patch embedding written out: cut into patches, flatten, then one ``nn.Linear`` (the paper's E)."""
 
-    def __init__(self, patch_size: int = 4, in_chans: int = 3, embed_dim: int = 192):
+    def __init__(self, patch_size: int = 4, *, in_chans: int = 3, embed_dim: int = 192):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Linear(in_chans * patch_size * patch_size, embed_dim)
@@ -107,7 +106,7 @@ class UnfoldPatchEmbedding(nn.Module):
     def from_conv(cls, conv_embedding: PatchEmbedding) -> UnfoldPatchEmbedding:
         """A copy that shares the convolution's weights: the conv kernel (D, C, p, p) flattened to (D, C*p*p)."""
         conv = conv_embedding.proj
-        out = cls(conv_embedding.patch_size, conv.in_channels, conv.out_channels)
+        out = cls(conv_embedding.patch_size, in_chans=conv.in_channels, embed_dim=conv.out_channels)
         with torch.no_grad():
             out.proj.weight.copy_(conv.weight.reshape(conv.out_channels, -1))
             out.proj.bias.copy_(conv.bias)
@@ -161,6 +160,7 @@ class VisionTransformer(nn.Module):
         self,
         img_size: int | tuple[int, int] = 32,
         patch_size: int = 4,
+        *,
         in_chans: int = 3,
         num_classes: int = 10,
         embed_dim: int = 192,
@@ -182,7 +182,7 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = 1
         self.pos_embed_kind = pos_embed
 
-        self.patch_embed = PatchEmbedding(img_size, patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbedding(img_size, patch_size, in_chans=in_chans, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(
             torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim), requires_grad=pos_embed == "learn"
@@ -284,83 +284,3 @@ class VisionTransformer(nn.Module):
             x, weights = block(x, return_attention=True)
             maps.append(weights)
         return maps
-
-
-# ------------------------------------------------------------------------------------ timm interop
-_UNSUPPORTED = {
-    "reg_token": "register tokens",
-    "norm_pre.weight": "a norm before the blocks (CLIP-style pre_norm)",
-    "fc_norm.weight": "a norm after pooling (global_pool='avg')",
-    "attn_pool": "attention pooling (global_pool='map')",
-    ".ls1.": "layer scale (init_values)",
-    ".q_norm.": "QK normalisation",
-    ".mlp.norm.": "a norm inside the MLP",
-    "patch_embed.norm.": "a norm after the patch embedding",
-}
-
-
-def load_timm_weights(
-    model: VisionTransformer, source: nn.Module | Mapping[str, Tensor]
-) -> VisionTransformer:
-    """Copy the weights of a timm ``VisionTransformer`` (a model or its state dict) into ``model``.
-
-    Names match one to one; a position table for another grid is resampled. Architectural features
-    our ViT does not have (register tokens, layer scale, ...) raise a ValueError rather than load
-    silently into a different network.
-    """
-    state = dict(source.state_dict() if isinstance(source, nn.Module) else source)
-    for key in state:
-        for marker, what in _UNSUPPORTED.items():
-            if marker in key:
-                raise ValueError(
-                    f"the timm weights use {what} ({key!r}), which this VisionTransformer does "
-                    "not implement; pick a plain timm ViT (e.g. vit_base_patch16_224)."
-                )
-    if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
-        state["pos_embed"] = resample_pos_embed(state["pos_embed"], model.grid_size)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"timm weights do not fit this model: missing {result.missing_keys}, "
-            f"unexpected {result.unexpected_keys}; build the model with vit_from_timm()."
-        )
-    return model
-
-
-def vit_from_timm(timm_model: nn.Module) -> VisionTransformer:
-    """Our VisionTransformer with the same configuration and weights as a timm ``VisionTransformer``."""
-    pe = timm_model.patch_embed
-    block = timm_model.blocks[0]
-    if getattr(timm_model, "global_pool", "token") != "token" or timm_model.cls_token is None:
-        raise ValueError(
-            "only timm ViTs that classify from the CLS token (global_pool='token') are supported."
-        )
-    model = VisionTransformer(
-        img_size=tuple(pe.img_size),
-        patch_size=pe.patch_size[0],
-        in_chans=pe.proj.in_channels,
-        num_classes=timm_model.num_classes,
-        embed_dim=timm_model.embed_dim,
-        depth=len(timm_model.blocks),
-        num_heads=block.attn.num_heads,
-        mlp_ratio=block.mlp.fc1.out_features / timm_model.embed_dim,
-        qkv_bias=block.attn.qkv.bias is not None,
-    )
-    return load_timm_weights(model, timm_model)
-
-
-# ------------------------------------------------------------------------------------ analysis
-def attention_rollout(maps: list[Tensor], residual_weight: float = 0.5) -> Tensor:
-    """Attention rollout: (B, 1+N, 1+N) = prod over layers of (w * I + (1 - w) * mean_heads(A)), rows renormalised.
-
-    The identity term stands for the residual connection, which carries each token's own state
-    past every attention layer; the product follows information from the input to the last layer.
-    """
-    rollout = None
-    for weights in maps:
-        a = weights.mean(dim=1)  # (B, T, T): average the heads
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        a = residual_weight * eye + (1 - residual_weight) * a
-        a = a / a.sum(dim=-1, keepdim=True)
-        rollout = a if rollout is None else a @ rollout
-    return rollout

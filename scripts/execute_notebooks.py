@@ -22,8 +22,7 @@ import nbformat
 import papermill as pm
 from papermill.exceptions import PapermillExecutionError
 
-from common.course import declared_figures, select_notebooks
-from common.env import PROFILES, repo_root
+from common.course import PROFILES, declared_figures, repo_root, select_notebooks
 
 
 def strip_run_metadata(path: Path) -> None:

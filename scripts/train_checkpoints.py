@@ -25,7 +25,7 @@ from common import checkpoints
 from common import reference_models as ref
 from common.dino_eval import knn_eval
 from common.dino_train import DINOTrainer, train_dino
-from common.env import seed_everything
+from common.runtime import seed_everything
 
 MODELS = ("vit", "dino")
 
@@ -84,7 +84,7 @@ def train_dino_checkpoint(seed: int) -> dict:
     data = ref.dino_data("course", seed=seed)
     dino = ref.new_dino("course")
     random_metrics = ref.dino_metrics(ref.new_dino_backbone("course"), data)
-    trainer = DINOTrainer(dino, len(data.crops), ref.dino_sizes("course")["batch_size"])
+    trainer = DINOTrainer(dino, len(data.crops), batch_size=ref.dino_sizes("course")["batch_size"])
 
     def knn(backbone):
         return knn_eval(backbone, data.bank, data.queries)

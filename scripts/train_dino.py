@@ -22,9 +22,10 @@ import torch.distributed as dist
 
 from common import checkpoints
 from common import reference_models as ref
+from common.course import outputs_dir
 from common.dino_eval import knn_eval
 from common.dino_train import DINOTrainer, init_distributed, train_dino
-from common.env import outputs_dir, seed_everything
+from common.runtime import seed_everything
 
 SIZES = ("n_train", "n_test", "epochs", "batch_size", "n_local", "out_dim")
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     )
     dino = ref.new_dino(args.profile, epochs=args.epochs, out_dim=args.out_dim, lr=args.lr)
     torch.manual_seed(args.seed + 1000 * rank)  # different augmentations on each process
-    trainer = DINOTrainer(dino, len(data.crops), args.batch_size, device)
+    trainer = DINOTrainer(dino, len(data.crops), batch_size=args.batch_size, device=device)
     if rank == 0:
         print(
             f"DINO on {world} process(es), device {device}, {len(data.crops)} steps/epoch x {args.epochs} epochs, "

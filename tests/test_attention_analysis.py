@@ -9,6 +9,7 @@ from scipy.stats import entropy as scipy_entropy
 from common.attention import MultiHeadAttention
 from common.attention_analysis import (
     attention_entropy,
+    attention_rollout,
     head_distance_matrix,
     head_diversity,
     mean_attention_distance,
@@ -85,3 +86,18 @@ def test_bad_inputs_raise_clear_errors():
         head_diversity(random_weights(1, 3, 3))
     with pytest.raises(ValueError, match="at least 3 dims"):
         head_distance_matrix(random_weights(3, 3))
+
+
+def test_attention_rollout_of_one_layer_is_the_residual_mixed_mean_attention():
+    # Abnar & Zuidema (2020), eq. of section 3: A' = 0.5 I + 0.5 A (rows renormalised), multiplied over layers.
+    a = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
+    expected = 0.5 * torch.eye(5) + 0.5 * a.mean(1)  # rows already sum to 1
+    assert torch.allclose(attention_rollout([a]), expected, atol=1e-6)
+    two = attention_rollout([a, a])
+    assert torch.allclose(two, expected @ expected, atol=1e-6)
+    assert torch.allclose(two.sum(-1), torch.ones(2, 5), atol=1e-5)
+
+
+def test_attention_rollout_needs_a_layer():
+    with pytest.raises(ValueError, match="at least one layer"):
+        attention_rollout([])

@@ -1,7 +1,7 @@
 import pytest
 
-from common.course import REPO_SLUG, SETUP_CELL, colab_url, select_notebooks
-from common.exercises import check_exercise
+from common import course
+from common.course import REPO_SLUG, SETUP_CELL, check_exercise, colab_url, select_notebooks
 
 
 def test_setup_cell_compiles_and_uses_the_slug():
@@ -33,3 +33,17 @@ def test_check_exercise_reports_each_outcome(capsys):
     check_exercise("c", wrong)
     out = capsys.readouterr().out
     assert "[pass] a" in out and "[todo] b" in out and "[fail] c: one is not two" in out
+
+
+def test_resolve_profile():
+    assert course.resolve_profile("full", quick={"n": 1}, full={"n": 9}) == {"n": 9}
+    with pytest.raises(ValueError, match="Unknown PROFILE"):
+        course.resolve_profile("fast", quick={}, full={})
+
+
+def test_paths_are_inside_the_repository(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # any working directory
+    root = course.repo_root()
+    assert (root / "common" / "course.py").exists()
+    out = course.outputs_dir("week6")
+    assert out == root / "outputs" / "week6" and out.is_dir()

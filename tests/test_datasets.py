@@ -15,7 +15,7 @@ from common.datasets import (
     load_dataset,
     sample_photo,
 )
-from common.env import OfflineError
+from common.runtime import OfflineError
 
 
 def test_shapes_are_deterministic_and_a_larger_set_extends_a_smaller_one():

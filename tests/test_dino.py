@@ -13,7 +13,6 @@ from common.dino import (
     DINOLoss,
     MultiCropAugmentation,
     MultiCropWrapper,
-    cosine_schedule,
     teacher_temperature_schedule,
     update_teacher,
 )
@@ -135,20 +134,6 @@ def test_ema_update_is_the_published_formula():
         update_teacher(student, teacher, momentum=1.5)
 
 
-def test_cosine_schedule_ends_and_middle():
-    values = cosine_schedule(1.0, 0.1, total_steps=110, warmup_steps=10, warmup_start=0.0)
-    assert len(values) == 110
-    assert values[0] == 0.0 and values[9] < 1.0  # linear warm-up from warmup_start
-    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1)
-    middle = 10 + 99 / 2  # half way through the cosine part: (base + final) / 2
-    assert np.interp(middle, np.arange(110), values) == pytest.approx(0.55, abs=1e-3)
-    assert np.all(np.diff(values[10:]) <= 0)
-    momentum = cosine_schedule(0.996, 1.0, total_steps=50)
-    assert momentum[0] == pytest.approx(0.996) and momentum[-1] == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        cosine_schedule(1.0, 0.0, total_steps=5, warmup_steps=5)
-
-
 def test_teacher_temperature_warms_up_linearly_then_stays():
     temps = teacher_temperature_schedule(0.04, 0.07, warmup_steps=31, total_steps=100)
     assert (
@@ -194,8 +179,8 @@ def test_head_normalises_the_bottleneck_and_the_last_layer():
 
 def test_multi_crop_wrapper_equals_one_crop_at_a_time():
     torch.manual_seed(4)
-    vit = VisionTransformer(16, 4, 3, 0, embed_dim=16, depth=1, num_heads=2)
-    wrapper = MultiCropWrapper(vit, DINOHead(16, 10, 16, 8)).eval()
+    vit = VisionTransformer(16, 4, in_chans=3, num_classes=0, embed_dim=16, depth=1, num_heads=2)
+    wrapper = MultiCropWrapper(vit, DINOHead(16, 10, hidden_dim=16, bottleneck_dim=8)).eval()
     crops = [torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 8, 8)]
     expected = torch.cat([wrapper.head(vit(c)) for c in crops])
     torch.testing.assert_close(wrapper(crops), expected, atol=1e-5, rtol=1e-5)
@@ -243,7 +228,7 @@ def test_mask_iou_matches_jaccard_score():
 
 
 def test_attention_iou_shapes():
-    vit = VisionTransformer(16, 4, 3, 0, embed_dim=16, depth=2, num_heads=2)
+    vit = VisionTransformer(16, 4, in_chans=3, num_classes=0, embed_dim=16, depth=2, num_heads=2)
     iou = attention_iou(vit, torch.rand(3, 3, 16, 16), torch.rand(3, 16, 16) > 0.5)
     assert iou.shape == (3, 2) and np.all((iou >= 0) & (iou <= 1))
     with pytest.raises(ValueError):
@@ -255,7 +240,11 @@ def tiny_dino(**overrides):
     config = DINOConfig(
         **{"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 8, "epochs": 2, "warmup_epochs": 1, **overrides}
     )
-    return DINO(VisionTransformer(16, 4, 3, 0, embed_dim=16, depth=1, num_heads=2), 16, config)
+    return DINO(
+        VisionTransformer(16, 4, in_chans=3, num_classes=0, embed_dim=16, depth=1, num_heads=2),
+        16,
+        config=config,
+    )
 
 
 def test_train_step_updates_student_and_teacher_by_ema_only():
@@ -294,12 +283,12 @@ def _teacher_entropy(**overrides):
     """Per-step teacher entropy of a seconds-long DINO run on the textured shapes, and log K."""
     from common import reference_models as ref
     from common.dino_train import train_dino
-    from common.env import seed_everything
+    from common.runtime import seed_everything
 
     seed_everything(0)
     data = ref.dino_data("tiny", n_train=256, batch_size=32)
     dino = ref.new_dino("tiny", epochs=3, **overrides)
-    history = train_dino(DINOTrainer(dino, len(data.crops), 32), data.crops)
+    history = train_dino(DINOTrainer(dino, len(data.crops), batch_size=32), data.crops)
     return np.array(history.steps["teacher_entropy"]), np.log(dino.config.out_dim)
 
 

@@ -10,7 +10,8 @@ import torch
 
 from common import reference_models as ref
 from common.checkpoints import load as load_checkpoint
-from common.env import repo_root, seed_everything
+from common.course import repo_root
+from common.runtime import seed_everything
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

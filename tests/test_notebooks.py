@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from common.course import SETUP_CELL, WEEK_ORDER, colab_url, declared_figures, notebooks
-from common.env import repo_root
+from common.course import SETUP_CELL, WEEK_ORDER, colab_url, declared_figures, notebooks, repo_root
 
 NOTEBOOKS = notebooks()
 

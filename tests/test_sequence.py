@@ -5,14 +5,9 @@ import torch
 from torch import nn
 
 from common.blocks import TransformerBlock
-from common.sequence import (
-    RecurrentRegressor,
-    TransformerRegressor,
-    gradient_saliency,
-    occlusion_importance,
-    sine_wave_splits,
-    sine_waves,
-)
+from common.diagnostics import gradient_saliency, occlusion_importance
+from common.sequence_models import RecurrentRegressor, TransformerRegressor
+from common.sine_waves import sine_wave_splits, sine_waves
 
 
 def test_sine_waves_follow_the_sine_recurrence():
@@ -129,7 +124,7 @@ def test_importance_methods_on_a_linear_model_match_the_formulas():
 def test_train_regressor_learns_the_task_and_reports_test_mse():
     from torch.utils.data import DataLoader
 
-    from common.sequence import train_regressor
+    from common.sequence_models import train_regressor
     from common.training import evaluate
 
     torch.manual_seed(0)

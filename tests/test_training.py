@@ -5,7 +5,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.training import History, Recipe, evaluate, fit, param_groups, train_classifier, warmup_cosine
+from common.training import (
+    History,
+    Recipe,
+    cosine_schedule,
+    evaluate,
+    fit,
+    param_groups,
+    train_classifier,
+    warmup_cosine,
+)
 from common.vit import VisionTransformer
 
 
@@ -49,18 +58,32 @@ def test_fit_regression_without_metric():
     assert hist.last("train_metric") is None and hist.last("train_loss") < 1e-2
 
 
-def test_warmup_cosine_follows_the_formula():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+def test_cosine_schedule_follows_the_formula():
+    # Written out by hand: 10 warm-up steps 0.1, 0.2, ..., 1.0, then n = 100 steps base -> final.
+    values = cosine_schedule(1.0, 0.1, total_steps=110, warmup_steps=10, warmup_start=0.0)
+    assert len(values) == 110
+    assert values[:10] == pytest.approx([0.1 * (i + 1) for i in range(10)])
+    expected = [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / 99)) for i in range(100)]
+    assert values[10:] == pytest.approx(expected)
+    assert values[10] == 1.0 and values[-1] == pytest.approx(0.1)  # starts at base, ends exactly at final
+    momentum = cosine_schedule(0.996, 1.0, total_steps=50)  # DINO's teacher momentum: ends exactly at 1
+    assert momentum[0] == pytest.approx(0.996) and momentum[-1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        cosine_schedule(1.0, 0.0, total_steps=5, warmup_steps=5)
+
+
+def test_warmup_cosine_steps_the_learning_rate_through_the_schedule():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
     sched = warmup_cosine(opt, warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
     lrs = []
-    for _ in range(14):
+    for _ in range(16):  # two steps past the end stay at the floor
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    mid = 4 + 5  # half-way through the cosine part
-    assert lrs[mid] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # reached the floor at total_steps
+    assert lrs[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    cosine = [2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / 9))) for i in range(10)]
+    assert lrs[4:14] == pytest.approx(cosine)
+    assert lrs[13:] == pytest.approx([0.2, 0.2, 0.2])
 
 
 def test_bad_arguments():

@@ -6,15 +6,13 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from common.positional import sincos_2d_encoding
+from common.timm_interop import load_timm_weights
 from common.vit import (
     PatchEmbedding,
     UnfoldPatchEmbedding,
     VisionTransformer,
-    attention_rollout,
     image_to_patches,
-    load_timm_weights,
     resample_pos_embed,
-    vit_from_timm,
 )
 
 TINY = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=2, num_heads=4)
@@ -42,23 +40,6 @@ def test_parameter_names_match_timm():
     assert set(VisionTransformer(**TINY).state_dict()) == set(TimmViT(**TINY).state_dict())
 
 
-def test_vit_from_timm_reads_the_config_and_loads_a_state_dict():
-    ref = randomised_timm(mlp_ratio=2.0, qkv_bias=False, num_classes=3)
-    ours = vit_from_timm(ref).eval()
-    assert ours.blocks[0].attn.qkv.bias is None and ours.head.out_features == 3
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(ours(x), ref(x), atol=1e-5)
-    fresh = VisionTransformer(**{**TINY, "num_classes": 3, "mlp_ratio": 2.0, "qkv_bias": False})
-    load_timm_weights(fresh, ref.state_dict())
-    assert torch.equal(fresh.pos_embed, ref.pos_embed)
-
-
-def test_loader_refuses_features_we_do_not_implement():
-    with pytest.raises(ValueError, match="layer scale"):
-        load_timm_weights(VisionTransformer(**TINY), TimmViT(**TINY, init_values=1e-5))
-
-
 def test_attention_maps_are_returned_per_block_and_match_the_fused_path():
     ref = randomised_timm()
     ours = load_timm_weights(VisionTransformer(**TINY), ref).eval()
@@ -74,7 +55,7 @@ def test_attention_maps_are_returned_per_block_and_match_the_fused_path():
 
 
 def test_unfold_and_conv_patch_embeddings_agree_when_sharing_weights():
-    conv = PatchEmbedding(32, 4, 3, 48)
+    conv = PatchEmbedding(32, 4, in_chans=3, embed_dim=48)
     linear = UnfoldPatchEmbedding.from_conv(conv)
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(conv(x), linear(x), atol=1e-5)
@@ -118,12 +99,3 @@ def test_headless_model_returns_the_cls_feature():
     model = VisionTransformer(**{**TINY, "num_classes": 0}).eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(model(x), model.forward_features(x)[:, 0])
-
-
-def test_attention_rollout_of_one_layer_is_the_residual_mixed_mean_attention():
-    a = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
-    expected = 0.5 * torch.eye(5) + 0.5 * a.mean(1)  # rows already sum to 1
-    assert torch.allclose(attention_rollout([a]), expected, atol=1e-6)
-    two = attention_rollout([a, a])
-    assert torch.allclose(two, expected @ expected, atol=1e-6)
-    assert torch.allclose(two.sum(-1), torch.ones(2, 5), atol=1e-5)

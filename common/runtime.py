@@ -1,4 +1,9 @@
-"""Environment helpers: seeding, device choice, profiles, repository paths and the network guard."""
+"""Where the code runs: one seed for every random generator, the device, and the network guard.
+
+- :func:`seed_everything`, :func:`get_device`: reproducible runs on ``cuda`` > ``mps`` > ``cpu``.
+- :func:`is_online` / :func:`require_online`: optional downloads fail within seconds, with what to do, offline
+  (``COURSE_OFFLINE=1`` forces offline); :func:`in_colab`.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,9 @@ import random
 import socket
 import threading
 from functools import cache
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-
-PROFILES = ("quick", "full")
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
@@ -46,35 +47,6 @@ def get_device(preferred: str | None = None) -> torch.device:
             f"Device {preferred!r} is not available on this machine; use DEVICE='auto' or 'cpu'."
         )
     return torch.device(preferred)
-
-
-def resolve_profile(profile: str, **settings: dict[str, Any]) -> dict[str, Any]:
-    """Return the settings of ``profile`` (``quick`` or ``full``), failing clearly on a typo.
-
-    >>> resolve_profile("quick", quick={"epochs": 2}, full={"epochs": 30})
-    {'epochs': 2}
-    """
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown PROFILE {profile!r}; use one of {PROFILES}.")
-    if settings:
-        if profile not in settings:
-            raise ValueError(f"No settings given for profile {profile!r}.")
-        return dict(settings[profile])
-    return {}
-
-
-def repo_root() -> Path:
-    """The repository's top folder, whatever the working directory (the package lives inside it)."""
-    return Path(__file__).resolve().parent.parent
-
-
-def outputs_dir(*parts: str) -> Path:
-    """``outputs/<parts...>``, created on first use: the folder named by ``$COURSE_OUTPUTS`` if set (tests,
-    read-only checkouts), else ``outputs/`` in the repository."""
-    root = os.environ.get("COURSE_OUTPUTS")
-    path = (Path(root) if root else repo_root() / "outputs").joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 class OfflineError(RuntimeError):
