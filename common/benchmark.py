@@ -1,29 +1,47 @@
 """Measuring models with the tools made for it: parameters, FLOPs (FlopCounterMode), latency
-(torch.utils.benchmark: warm-up, repeated runs, CUDA synchronisation handled by the Timer)."""
+(torch.utils.benchmark: warm-up, repeated runs, CUDA synchronisation handled by the Timer) and peak
+memory (CUDA: the caching allocator's statistics; CPU: the tensors that torch ops return, followed
+from creation to release with the public ``torch.overrides.TorchFunctionMode``).
+
+Importing this module changes no global state: torch.utils.benchmark is imported on first use, with
+one known log line filtered out for the duration of that import only (see ``_torch_benchmark``).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import warnings
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import psutil
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
-# torch.utils.benchmark imports cpp_extension, which warns "No CUDA runtime is found, using CUDA_HOME=..."
-# on CPU-only machines: irrelevant here (nothing is compiled) and it leaks a machine path into notebooks.
-_cpp_logger = logging.getLogger("torch.utils.cpp_extension")
-_cpp_level = _cpp_logger.level
-_cpp_logger.setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
 
-_cpp_logger.setLevel(_cpp_level)
+class _NoCudaHomeWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def _torch_benchmark() -> ModuleType:
+    """torch.utils.benchmark. Its first import imports torch.utils.cpp_extension, which logs "No CUDA
+    runtime is found, using CUDA_HOME=..." on CPU-only machines that have a CUDA toolkit: irrelevant here
+    (nothing is compiled) and it prints a machine path into notebooks. A filter on that one logger drops
+    that one message, and is removed as soon as the import is done; later imports are cached no-ops."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    quiet = _NoCudaHomeWarning()
+    logger.addFilter(quiet)
+    try:
+        import torch.utils.benchmark as torch_benchmark
+    finally:
+        logger.removeFilter(quiet)
+    return torch_benchmark
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -54,7 +72,7 @@ class Timing:
 
 def measure_latency(fn: Callable, *args, min_run_time: float = 0.2, num_threads: int | None = None) -> Timing:
     """Median wall time of ``fn(*args)`` under no_grad; the Timer warms up and synchronises CUDA."""
-    timer = benchmark.Timer(
+    timer = _torch_benchmark().Timer(
         stmt="with torch.no_grad(): fn(*args)",
         globals={"fn": fn, "args": args, "torch": torch},
         num_threads=num_threads or torch.get_num_threads(),
@@ -85,7 +103,7 @@ def measure_throughput(fn: Callable, batch: torch.Tensor, min_run_time: float = 
 
 @dataclass(frozen=True)
 class PeakMemory:
-    bytes: int  # peak of tensor memory allocated during the call, above what was allocated before it
+    bytes: int  # peak of the memory the call allocated, above the start (what each device sees: measure_peak_memory)
     device: str
     method: str  # what was measured and how
 
@@ -97,44 +115,70 @@ class PeakMemory:
         return f"{self.mib:.2f} MiB on {self.device} ({self.method})"
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence file descriptor 2 for a moment: the profiler's C++ backend (kineto) logs a line on every
-    start and stop straight to it, which would clutter notebook outputs. Python's own stderr is untouched."""
-    try:
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # no real file descriptor 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _tensors(obj) -> Iterator[torch.Tensor]:
+    """The tensors in an op's arguments or result (nested in tuples, lists, named tuples, dicts)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
 
 
-def _peak_from_cpu_profiler(fn: Callable, args: tuple, kwargs: dict) -> int:
-    # The profiler records every allocation and free of the CPU allocator with its size and time;
-    # replaying them in time order gives the running total of live tensor bytes, and its maximum.
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with (
-        _quiet_native_stderr(),
-        torch.profiler.profile(activities=activities, profile_memory=True) as prof,
-        torch.no_grad(),
-    ):
-        fn(*args, **kwargs)
-    events = [
-        e
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-    ]
-    live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
+def _cpu_storage(t: torch.Tensor) -> torch.UntypedStorage | None:
+    if t.device.type != "cpu":
+        return None
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # sparse and other layouts without one plain storage
+        return None
+
+
+class _LiveTensorBytes(TorchFunctionMode):
+    """Running total and peak of the bytes of CPU tensor storages created by the ops run under it.
+
+    Every torch function and Tensor method called under the mode reaches ``__torch_function__``, which
+    sees its result. A result whose storage is not one of the op's inputs' and not already counted is a
+    new allocation: its ``nbytes()`` are added. Views and in-place results share an input's storage and
+    add nothing. The storage object (one Python object per storage, kept while any tensor uses it)
+    gets a ``weakref.finalize`` that subtracts its bytes when the storage itself is freed, whichever
+    tensors, views or C++ structures held it last. Storages are keyed by ``id()``, never reused while
+    the object lives.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}  # id(storage) -> nbytes, for storages created here and alive
+        self.current = self.peak = 0
+        self._finalizers: list[weakref.finalize] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)  # the mode is off inside this handler: no recursion
+        new = [s for t in _tensors(result) if (s := _cpu_storage(t)) is not None and id(s) not in self.live]
+        if new:
+            inputs = {id(s) for t in _tensors((args, kwargs)) if (s := _cpu_storage(t)) is not None}
+            for storage in new:
+                if id(storage) not in inputs and id(storage) not in self.live and storage.nbytes() > 0:
+                    self._allocated(storage)
+        return result
+
+    def _allocated(self, storage: torch.UntypedStorage) -> None:
+        key, nbytes = id(storage), storage.nbytes()
+        self.live[key] = nbytes
+        self.current += nbytes
+        self.peak = max(self.peak, self.current)
+        self._finalizers.append(weakref.finalize(storage, self._freed, key))
+
+    def _freed(self, key: int) -> None:
+        self.current -= self.live.pop(key)
+
+    def __exit__(self, *exc):
+        for finalizer in self._finalizers:  # storages that outlive the call (the result) no longer report
+            finalizer.detach()
+        return super().__exit__(*exc)
 
 
 def measure_peak_memory(
@@ -143,8 +187,16 @@ def measure_peak_memory(
     """Peak memory that one call ``fn(*args)`` under no_grad allocates on top of what already exists
     (its inputs and the model's weights are not counted; its intermediates and outputs are).
 
-    CUDA: the caching allocator's statistics (``torch.cuda.max_memory_allocated`` after a reset).
-    CPU: the torch profiler's record of the CPU allocator (``profile_memory=True``), replayed in order.
+    CUDA: the caching allocator's statistics (``torch.cuda.max_memory_allocated`` after a reset): every
+    allocation, including the scratch memory of kernels.
+    CPU: the peak, during the call, of the summed ``nbytes()`` of the tensor storages that torch functions
+    and Tensor methods returned (results of ops, not views or in-place results), each counted from its
+    creation until it is freed (``_LiveTensorBytes``, built on ``torch.overrides.TorchFunctionMode``).
+    Not seen, so this is a lower bound on what the CPU allocator held: memory allocated and freed inside
+    one op — scratch buffers of a C++ kernel (e.g. a oneDNN convolution's), the intermediates of a C++
+    composite op (SDPA's math backend computes its n×n weights inside one call) or of a torch.nn.functional
+    op written in Python (F.layer_norm, F.multi_head_attention_forward count as one op) — and memory
+    outside tensors. Exact for code written as a sequence of torch ops, such as naive attention.
     ``device`` defaults to the device of the first tensor argument.
     """
     if device is None:
@@ -165,10 +217,14 @@ def measure_peak_memory(
             "CUDA caching allocator: max_memory_allocated above the start",
         )
     if device.type == "cpu":
+        tracker = _LiveTensorBytes()
+        with torch.no_grad(), tracker:
+            fn(*args, **kwargs)
         return PeakMemory(
-            _peak_from_cpu_profiler(fn, args, kwargs),
+            tracker.peak,
             "cpu",
-            "torch profiler: CPU allocator events, peak of live bytes",
+            "TorchFunctionMode: peak bytes of live tensor storages that torch ops returned; "
+            "scratch memory inside one op (fused kernels, C++ composites) not seen",
         )
     raise ValueError(
         f"peak memory is measured on 'cpu' or 'cuda', not {device.type!r}; run with DEVICE='cpu'."

@@ -16,14 +16,15 @@ import statistics
 
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as torch_benchmark
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from common.benchmark import benchmark  # torch.utils.benchmark, imported without the CUDA_HOME log line
-from common.env import get_device, seed_everything
-from common.vit import VisionTransformer, load_timm_weights
+from common.runtime import get_device, seed_everything
+from common.timm_interop import load_timm_weights
+from common.vit import VisionTransformer
 
 
-def train_step_timer(model, images, labels, device) -> benchmark.Timer:
+def train_step_timer(model, images, labels, device) -> torch_benchmark.Timer:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
@@ -33,7 +34,7 @@ def train_step_timer(model, images, labels, device) -> benchmark.Timer:
         optimizer.step()
 
     step()  # warm-up: allocations, optimizer state, kernel selection
-    return benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    return torch_benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
 
 
 def main(argv=None) -> float:
