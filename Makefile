@@ -21,7 +21,7 @@ export PYTHONHASHSEED := 0
 RUN_ARGS = --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE)) $(if $(DATASET),--dataset $(DATASET)) $(NOTEBOOKS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit execute-all refresh checkpoints lint clean
+.PHONY: help setup doctor lab test unit execute-all refresh checkpoints lint clean
 
 help: ## list the targets
 	@echo "Attention & Vision Transformer labs. Targets:"
@@ -35,6 +35,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@touch $@
 
 setup: $(STAMP) ## create/refresh the .venv (idempotent)
+
+doctor: $(STAMP) ## the environment report: versions, device, memory, network, which profiles suit this machine
+	$(BIN)/python -m common.doctor
 
 lab: $(STAMP) ## open JupyterLab on the course (step through the notebooks locally)
 	@# as root (containers, cloud VMs) JupyterLab refuses to start without --allow-root

@@ -24,7 +24,8 @@ def scaled_dot_product_attention(
     """softmax(Q Kᵀ / sqrt(d_k) + mask) V, written out in four steps.
 
     Shapes: ``q`` (..., n_q, d_k), ``k`` (..., n_k, d_k), ``v`` (..., n_k, d_v).
-    Returns ``(output (..., n_q, d_v), weights (..., n_q, n_k))``; each row of weights sums to 1.
+    Returns ``(output (..., n_q, d_v), weights (..., n_q, n_k))``; each row of weights sums to 1, unless
+    ``dropout`` (applied to the returned weights too) is active.
     ``scale`` defaults to 1/sqrt(d_k); pass ``scale=1.0`` to see attention without scaling.
     """
     if q.shape[-1] != k.shape[-1]:

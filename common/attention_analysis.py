@@ -3,7 +3,8 @@ how different the heads of one layer are from each other (Jensen-Shannon diversi
 token's final state draws on each input token through all layers (attention rollout).
 
 Every function takes attention weights shaped (..., n_queries, n_keys) whose rows are probability
-distributions, e.g. the ``(B, heads, N, N)`` weights of ``MultiHeadAttention(..., return_attention=True)``.
+distributions, e.g. the ``(B, heads, N, N)`` weights of ``MultiHeadAttention(..., return_attention=True)``;
+:func:`attention_rollout` takes a list of them, one per layer.
 """
 
 from __future__ import annotations

@@ -37,7 +37,10 @@ def save(path: str | Path, **state) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename, so a power cut cannot leave a renamed stub
         os.replace(tmp, path)  # readers see the old file or the new one, never a part
     finally:
         tmp.unlink(missing_ok=True)

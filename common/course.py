@@ -2,7 +2,8 @@
 
 - :func:`repo_root`, :func:`outputs_dir`: the repository and its generated ``outputs/`` folder.
 - ``PROFILES`` and :func:`resolve_profile`: every notebook's ``PROFILE`` parameter, ``quick`` or ``full``.
-- :func:`notebooks`, :func:`select_notebooks`, :func:`colab_badge`, :func:`declared_figures`, ``SETUP_CELL``.
+- :func:`notebooks`, :func:`select_notebooks`, :func:`colab_url`, :func:`colab_badge`,
+  :func:`declared_figures`, ``SETUP_CELL``.
 - :func:`check_exercise`: runs a student's exercise against an independent reference and prints one line.
 
 The repository slug is configured here and nowhere else (Colab badges and the setup cell use it).
@@ -23,20 +24,32 @@ WEEK_ORDER = ("week6", "week4")
 PROFILES = ("quick", "full")
 
 SETUP_CELL = f"""\
-# Setup: on Colab, fetch the course and install its helper package `common`; locally nothing happens.
+# Setup: on Colab, fetch the course and install what Colab lacks, at the course's pinned versions.
+# Locally nothing happens (`make setup` installed everything).
 import sys
 
 if "google.colab" in sys.modules:
     import os
     import subprocess
+    from importlib import metadata
 
     repo = "/content/{REPO_SLUG.split("/")[1]}"
     if not os.path.isdir(repo):
         subprocess.run(["git", "clone", "--depth", "1", "https://github.com/{REPO_SLUG}.git", repo], check=True)
-    # Colab's own torch/torchvision stay; only our package and what Colab lacks get installed.
+    # requirements.txt is the one list of versions; Colab's torch, torchvision and what it already has stay.
+    missing = []
+    for line in open(f"{{repo}}/requirements.txt"):
+        pin = line.split("#")[0].strip()
+        if pin and not pin.startswith(("torch==", "torchvision==")):
+            try:
+                metadata.version(pin.split("==")[0])
+            except metadata.PackageNotFoundError:
+                missing.append(pin)
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", repo], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "timm", "seaborn"], check=True)
-    sys.path.insert(0, repo)"""
+    sys.path.insert(0, repo)
+    print(f"Colab: torch {{metadata.version('torch')}}, timm {{metadata.version('timm')}}; installed {{missing or 'nothing'}}")"""
 
 
 def repo_root() -> Path:
@@ -54,7 +67,8 @@ def outputs_dir(*parts: str) -> Path:
 
 
 def resolve_profile(profile: str, **settings: dict[str, Any]) -> dict[str, Any]:
-    """Return the settings of ``profile`` (``quick`` or ``full``), failing clearly on a typo.
+    """Return the settings of ``profile`` (``quick`` or ``full``), failing clearly on a typo; with no
+    settings given, only check ``profile`` and return ``{}``.
 
     >>> resolve_profile("quick", quick={"epochs": 2}, full={"epochs": 30})
     {'epochs': 2}

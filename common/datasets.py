@@ -4,10 +4,13 @@ Everything except CIFAR-10 works offline. Images are float32 tensors in [0, 1], 
 
 Public API
 ----------
-``ShapesDataset(n, image_size=32, seed=0, split="train", return_mask=False, transform=None)``
-    A procedurally generated classification set: one object per image from ``SHAPE_CLASSES``
-    (circle, square, triangle, cross, ring, star) at a random position, scale, rotation and colour,
-    on a smooth random colour background with line and blob clutter and pixel noise.
+``ShapesDataset(n, image_size=32, *, seed=0, split="train", return_mask=False, transform=None,
+classes=SHAPE_CLASSES, background="cluttered", texture=False)``
+    A procedurally generated classification set: one object per image from ``classes`` (by default all of
+    ``SHAPE_CLASSES``: circle, square, triangle, cross, ring, star) at a random position, scale, rotation and
+    colour, on a smooth random colour background with line and blob clutter and pixel noise
+    (``background="plain"``: the same objects and noise on plain grey; ``texture=True``: shape k filled
+    with ``TEXTURES[k]``).
     Item ``i`` is ``(image (3, S, S), label)`` or, with ``return_mask=True``,
     ``(image, label, mask (S, S) bool)``; the mask is the object's true silhouette.
     Deterministic: image ``i`` depends only on ``(seed, split, i)``, so a larger ``n`` extends a
@@ -17,9 +20,11 @@ Public API
 ``random_dihedral(image) -> image``
     Augmentation for the shapes: one of the square's 8 symmetries (flips, 90-degree turns), which
     change no shape's class.
-``generate_shapes(n, image_size=32, seed=0, split="train") -> ShapesData``
-    The same data as a plain record (images, labels, masks, classes) without the Dataset wrapper.
-``DigitsDataset(split="train", image_size=8, rgb=False, test_fraction=0.25, seed=0)``
+``generate_shapes(n, image_size=32, seed=0, split="train", classes=SHAPE_CLASSES, chunk=512,
+background="cluttered", texture=False) -> ShapesData``
+    The same data as a plain record (images, labels, masks, classes) without the Dataset wrapper;
+    ``chunk`` images are rendered at a time.
+``DigitsDataset(split="train", image_size=8, *, rgb=False, test_fraction=0.25, seed=0, transform=None)``
     scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), scaled to [0, 1], optionally
     resized to ``image_size`` and repeated to 3 channels; a stratified, seeded train/test split.
 ``sample_photo(name="chelsea", size=None) -> (3, H, W)``
@@ -48,8 +53,8 @@ from common.course import outputs_dir
 from common.runtime import require_online
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
-# The textured variant fills shape k with texture k: the class shows in every part of the object.
 BACKGROUNDS = ("cluttered", "plain")
+# The textured variant fills shape k with texture k: the class shows in every part of the object.
 TEXTURES = ("solid", "stripes", "checks", "dots", "grid", "rings")
 SPLITS = {"train": 0, "test": 1}
 DATASETS = ("shapes", "digits", "cifar10")
@@ -396,8 +401,9 @@ def load_dataset(
     seed: int = 0,
     transform: Callable | None = None,
 ) -> Dataset:
-    """The dataset behind a notebook's ``DATASET`` parameter. ``n`` and ``image_size`` apply to shapes
-    (defaults 4000 and 32) and ``image_size`` to digits; CIFAR-10 is always 32 x 32."""
+    """The dataset behind a notebook's ``DATASET`` parameter. ``n`` (default 4000) applies to shapes,
+    ``image_size`` and ``seed`` to shapes (default size 32) and digits (default size 8, always 3 channels);
+    CIFAR-10 ignores them and is always 32 x 32."""
     if name == "shapes":
         return ShapesDataset(n or 4000, image_size or 32, seed=seed, split=split, transform=transform)
     if name == "digits":

@@ -126,7 +126,8 @@ def occlusion_importance(model: nn.Module, x: Tensor, baseline: float | None = 0
 
 def gradient_saliency(model: nn.Module, x: Tensor, times_input: bool = False) -> Tensor:
     """Mean |d prediction / d x_i| over the batch, for every position i (``times_input``: |grad · x_i|),
-    summed over the features. Returns (seq_len,). The gradient says how much a small change at step i moves the prediction.
+    summed over the features. Returns (seq_len,). The gradient says how much a small change at step i
+    moves the prediction.
     """
     _check_sequence(x)
     model.eval()

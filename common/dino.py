@@ -3,7 +3,8 @@
 Multi-crop augmentation, the projection head, the multi-crop wrapper, the loss with centering and sharpening,
 the EMA teacher and the teacher-temperature schedule (the cosine schedules of the learning rate, weight decay
 and momentum are :func:`common.training.cosine_schedule`). Names and defaults follow the reference code
-(facebookresearch/dino) so a reader can put the two side by side; sizes are smaller because our images are small.
+(facebookresearch/dino) so a reader can put the two side by side; sizes are smaller because our images are
+small, and the default is 6 local crops, not 8.
 Training lives in :mod:`common.dino_train`, evaluation (k-NN, attention masks) in :mod:`common.dino_eval`.
 """
 
@@ -33,9 +34,10 @@ class MultiCropAugmentation:
     """``image -> [global_1, global_2, local_1, ..., local_n]`` (DINO's ``DataAugmentationDINO``).
 
     Two global crops cover ``global_scale`` of the image and are resized to ``global_size``; ``n_local``
-    local crops cover ``local_scale`` and are resized to ``local_size``. Every crop is flipped, colour-jittered,
-    sometimes greyed and blurred; the second global crop is sometimes solarised. Works on float tensors in
-    [0, 1] of shape (C, H, W) (our datasets' format); ``mean``/``std`` normalise at the end if given.
+    local crops cover ``local_scale`` and are resized to ``local_size``. Every crop is randomly flipped,
+    colour-jittered, greyed and blurred (the first global crop is always blurred); the second global crop is
+    sometimes solarised. Works on float tensors in [0, 1] of shape (C, H, W) (our datasets' format);
+    ``mean``/``std`` normalise at the end if given.
     """
 
     def __init__(
@@ -135,7 +137,8 @@ class MultiCropDataset(torch.utils.data.Dataset):
 
 
 class DINOHead(nn.Module):
-    """MLP (``n_layers`` linear layers, GELU) -> bottleneck -> L2 normalise -> weight-normalised linear layer.
+    """MLP (``n_layers`` linear layers, GELU between, the last to ``bottleneck_dim``) -> L2 normalise ->
+    weight-normalised linear layer to ``out_dim``.
 
     The last layer's weight is ``g * v / ||v||`` (torch's weight-norm parametrisation); with
     ``norm_last_layer=True`` the gain ``g`` is fixed at 1, so every output unit is a unit vector: the
@@ -328,8 +331,9 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
 def teacher_temperature_schedule(
     warmup_temp: float, temp: float, warmup_steps: int, total_steps: int
 ) -> np.ndarray:
-    """Teacher temperature per step: linear ``warmup_temp -> temp`` over ``warmup_steps``, then constant
-    (DINO warms it up from 0.04 because a too-sharp teacher early on makes training unstable)."""
+    """Teacher temperature per step: linear ``warmup_temp -> temp`` over ``warmup_steps`` (both ends included,
+    as in DINO), then constant (DINO warms it up from 0.04 because a too-sharp teacher early on makes training
+    unstable)."""
     if not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {warmup_steps} and {total_steps}.")
     if warmup_temp <= 0 or temp <= 0:

@@ -1,12 +1,16 @@
-"""Training DINO: the student/teacher pair, one optimisation step, the loop, checkpoints, several processes.
+"""Training DINO: the student/teacher pair, one optimisation step, the loop, several processes.
 
 - :class:`DINOConfig`: every hyper-parameter of the method in one place (defaults follow the reference code
-  for ViT-S/16, except the sizes, which suit 32-pixel images).
-- :class:`DINO`: student and teacher (:class:`common.dino.MultiCropWrapper`), the loss, the schedules.
+  for ViT-S/16, except the sizes, which suit 32-pixel images, and the lengths: epochs, warm-up epochs).
+- :class:`DINO`: student and teacher (:class:`common.dino.MultiCropWrapper`) and the loss.
+- :class:`DINOTrainer`: the optimiser and the schedules; :meth:`DINOTrainer.train_step` is one step.
 - :func:`train_dino`: the loop (progress bar, per-step history, optional evaluation callback per epoch).
 - :func:`init_distributed`: reads torchrun's environment; NCCL on GPUs, gloo on CPU. With several processes
   the student is wrapped in ``DistributedDataParallel`` (gradients averaged), the center is all-reduced in
   :meth:`common.dino.DINOLoss.update_center`, so every process holds the same student, teacher and center.
+
+DINO's checkpoints are :func:`common.reference_models.dino_checkpoint_state` and
+:func:`common.reference_models.dino_from_checkpoint`.
 """
 
 from __future__ import annotations
@@ -197,8 +201,8 @@ def train_dino(
 ) -> DINOHistory:
     """Run ``epochs`` (default: the config's) over ``loader`` of ``(crops, labels)``; labels are ignored.
 
-    ``eval_fn(teacher_backbone) -> float`` (e.g. k-NN accuracy) runs before training and every
-    ``eval_every`` epochs; ``max_steps`` stops early (smoke tests).
+    ``eval_fn(teacher_backbone) -> float`` (e.g. k-NN accuracy) runs before training, every ``eval_every``
+    epochs and after the last epoch; ``max_steps`` stops early (smoke tests).
     """
     epochs = trainer.dino.config.epochs if epochs is None else epochs
     history = DINOHistory()
@@ -229,7 +233,7 @@ def train_dino(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Checkpoints and processes
+# Several processes
 # ---------------------------------------------------------------------------------------------------------
 
 

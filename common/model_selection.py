@@ -1,6 +1,6 @@
 """Choosing a vision backbone from a measured table, under a user's constraints, with the reasons.
 
-Replaces a fixed decision tree: the guide filters the rows of a table that was *measured on the
+Replaces a fixed decision tree: :func:`recommend` filters the rows of a table that was *measured on the
 user's device* (latency, peak memory) by the user's budgets, keeps the models that suit the task,
 prefers those that suit the amount of labelled data, and ranks what is left by quoted ImageNet top-1
 accuracy. Every exclusion and the final choice come with a sentence saying why.
@@ -74,7 +74,7 @@ QUOTED_TOP1: dict[str, Quoted] = {
         "DINOv2 README (facebookresearch/dinov2), pretrained-models "
         "table: ViT-S/14 distilled, ImageNet linear probe (k-NN: 79.0)",
     ),
-    # full-profile (the seed's) sizes
+    # full-profile sizes (the ones the lab guide compares)
     "resnet50": Quoted(76.13, 224, TIMM_CSV.format(row="resnet50.tv_in1k (torchvision V1 weights)", res=224)),
     "tf_efficientnet_b7": Quoted(
         84.41,
@@ -242,11 +242,12 @@ def recommend(
 
 @dataclass(frozen=True)
 class Family:
-    """One of the seed's model families: the timm architecture per profile and what kind of model it is."""
+    """One of the lab guide's model families: the timm architecture per profile and what kind of model it
+    is."""
 
     kind: str
     quick: str  # a small variant, so the quick profile runs on a laptop CPU
-    full: str  # the size the seed compares
+    full: str  # the size the lab guide compares
     hierarchical: bool  # multi-scale feature maps (a pyramid for detection/segmentation)
     self_supervised: bool  # pretrained without labels
     convolutional: bool  # convolutions carry the locality prior

@@ -29,9 +29,9 @@ def set_style() -> None:
 def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
     """Save ``fig`` as ``outputs/<name>`` (e.g. ``"week6/01_scaling_effect.png"``), show it inline, close it.
 
-    Prints the path relative to the outputs folder (:func:`common.course.outputs_dir`) so notebook outputs do not
-    depend on the machine;
-    returns nothing, so a notebook cell ending in ``savefig(...)`` shows no extra output.
+    The file goes to :func:`common.course.outputs_dir`; the path printed is relative to it, so notebook
+    outputs do not depend on the machine. Shows the figure only with ``show`` inside IPython. Returns nothing,
+    so a notebook cell ending in ``savefig(...)`` shows no extra output.
     """
     path = Path(name)
     if path.suffix != ".png" or len(path.parts) != 2:

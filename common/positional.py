@@ -22,8 +22,10 @@ def sinusoidal_encoding(num_positions: int, dim: int, base: float = 10000.0) -> 
 
 
 def sincos_2d_encoding(grid_h: int, grid_w: int, dim: int, base: float = 10000.0) -> Tensor:
-    """2-D sin-cos encoding for a patch grid (MAE / ViT-sincos): half the channels encode the row,
-    half the column. Returns (grid_h * grid_w, dim) in row-major patch order; ``dim % 4 == 0``."""
+    """2-D sin-cos encoding for a patch grid, the idea of MAE's fixed table: half the channels encode the row,
+    half the column, each with :func:`sinusoidal_encoding` (sin/cos interleaved; MAE puts the column half
+    first and blocks its sines before its cosines: the same set of channels in another order).
+    Returns (grid_h * grid_w, dim) in row-major patch order; ``dim % 4 == 0``."""
     if dim % 4:
         raise ValueError(f"2-D sin-cos encoding needs dim divisible by 4, got {dim}.")
     rows = sinusoidal_encoding(grid_h, dim // 2, base)  # (H, dim/2)

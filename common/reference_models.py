@@ -6,7 +6,8 @@ and models here, so a committed checkpoint and a notebook's run differ only in t
 - ``VIT_SIZES[profile]`` and :func:`classification_data`, :func:`new_vit`, :func:`train_vit`,
   :func:`accuracy` for the supervised ViT (the recipe is :class:`common.training.Recipe`; the sweep behind
   its choices is ``scripts/sweep_vit.py``).
-- ``DINO_SIZES[profile]`` and :func:`dino_data`, :func:`new_dino`, :func:`dino_metrics` for DINO.
+- ``DINO_SIZES[profile]`` and :func:`dino_data`, :func:`new_dino`, :func:`dino_metrics` for DINO;
+  :func:`dino_checkpoint_state` / :func:`dino_from_checkpoint` store and rebuild a trained one.
 
 Profiles: ``quick`` (a 2-core CPU, minutes), ``full`` (one GPU), ``course`` (the committed checkpoints, trained
 on a 2-core CPU by ``make checkpoints``), ``tiny`` (seconds: tests and smoke runs).
@@ -191,8 +192,10 @@ def new_dino_backbone(profile: str = "quick") -> VisionTransformer:
 
 
 def dino_config(profile: str, **overrides) -> DINOConfig:
-    """DINO's recipe at our scale. Departures from the paper's ViT-S/16 defaults, each measured in lab 4.2:
-    teacher temperature 0.02 (0.04 let the teacher drift to uniform on these small images), K = 1024."""
+    """DINO's recipe at our scale. Departures from the paper's ViT-S/16 defaults: teacher temperature 0.02
+    (0.04 let the teacher drift to uniform on these small images: lab 4.2, section 4, and
+    ``scripts/dino_experiments.md``), K = 1024, a smaller head, base learning rate 1e-3 (paper: 5e-4) and
+    one warm-up epoch."""
     s = dino_sizes(profile)
     embed = s.get("embed_dim", DINO_BACKBONE["embed_dim"])
     settings = dict(
@@ -245,7 +248,8 @@ def dino_from_checkpoint(state: dict, **overrides) -> DINO:
 
 
 def dino_metrics(backbone, data: DINOData, device="cpu") -> dict[str, float]:
-    """k-NN accuracy of the CLS features (k = 20) and mean attention-mask IoU over heads and test images."""
+    """k-NN accuracy of the CLS features (k = 20), mean attention-mask IoU over heads and test images, and the
+    best head's mean IoU."""
     iou = attention_iou(backbone, data.test_images, data.test.masks)
     return {
         "knn": knn_eval(backbone, data.bank, data.queries, device),

@@ -18,10 +18,13 @@ import torch
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
-    """Seed Python, NumPy and torch (all devices) with one number and return it."""
+    """Seed Python's ``random``, NumPy and torch (all devices) with one number and return it.
+
+    ``deterministic=True`` also asks torch for deterministic kernels (a warning where an op has none).
+    """
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    os.environ["PYTHONHASHSEED"] = str(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)  # reaches child processes only: this one's hash seed is fixed
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -57,7 +60,8 @@ class OfflineError(RuntimeError):
 def is_online(host: str = "huggingface.co", port: int = 443, timeout: float = 3.0) -> bool:
     """True if ``host:port`` answers a TCP connect within ``timeout`` seconds (DNS included).
 
-    The whole check runs in a daemon thread so a hanging DNS lookup cannot stall the caller.
+    The whole check runs in a daemon thread so a hanging DNS lookup cannot stall the caller. The answer is
+    cached for the rest of the process (per host, port and timeout).
     """
     result: list[bool] = []
 

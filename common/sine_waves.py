@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-# Ranges of the random wave parameters. f <= 0.5 rad/step keeps >= 12 samples per period, so the
-# 20 observed steps always hold at least 1.5 periods of the slowest and most of the fastest wave.
+# Ranges of the random wave parameters. f <= 0.5 rad/step keeps >= 12 samples per period; the 20 observed
+# steps hold about 1.6 periods of the fastest wave but only a third of a period of the slowest (f = 0.1).
 AMPLITUDE = (0.5, 1.5)
 FREQUENCY = (0.1, 0.5)
 

@@ -1,4 +1,5 @@
-"""A small, reusable training loop: progress bar, per-epoch history, evaluation, warm-up + cosine LR."""
+"""A small, reusable training loop: progress bar, per-epoch history, evaluation, warm-up + cosine schedules,
+and week 4's supervised recipe (:class:`Recipe`, :func:`train_classifier`, :func:`param_groups`)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ def progress(iterable: Iterable, **kwargs):
 
 @dataclass
 class History:
-    """Per-epoch records: epoch, train_loss, train_metric, val_loss, val_metric, lr, seconds."""
+    """Per-epoch records: epoch, train_loss, train_metric, val_loss, val_metric, lr, seconds.
+
+    ``lr`` is read after the epoch's last scheduler step: the rate the next batch would get.
+    """
 
     records: list[dict] = field(default_factory=list)
 
@@ -135,10 +139,11 @@ def cosine_schedule(
 ) -> np.ndarray:
     """One value per step: a linear warm-up from ``warmup_start`` to ``base``, then a half cosine to ``final``.
 
-    Warm-up step ``i < W`` is ``warmup_start + (i + 1) / W · (base - warmup_start)`` (no step at the start
-    value, the last warm-up step at ``base``); the ``n`` steps after it are
-    :math:`f + \tfrac12 (b - f)(1 + \\cos(\\pi\\, i / (n-1)))`, so the last is exactly ``final``. The course's
-    one schedule: the learning rate everywhere (:func:`warmup_cosine`), DINO's weight decay and teacher momentum.
+    Warm-up step ``i < W = warmup_steps`` is ``warmup_start + (i + 1) / W · (base - warmup_start)`` (no step
+    at the start value, the last warm-up step at ``base``); the ``n = total_steps - W`` steps after it are
+    :math:`f + \\tfrac12 (b - f)(1 + \\cos(\\pi\\, i / (n-1)))` with ``b = base``, ``f = final``, so the
+    last is exactly ``final`` (if ``n >= 2``; a single step stays at ``base``). The course's one schedule:
+    every learning rate (:func:`warmup_cosine`; DINO's directly), DINO's weight decay and teacher momentum.
     """
     if not 0 <= warmup_steps < total_steps:
         raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}.")
@@ -152,8 +157,9 @@ def cosine_schedule(
 def warmup_cosine(
     optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
 ) -> LambdaLR:
-    """:func:`cosine_schedule` as a learning-rate scheduler: warm-up from 0 to the base LR over ``warmup_steps``,
-    then cosine decay to ``min_lr_ratio`` × base LR at the last of ``total_steps``. Step it once per batch."""
+    """:func:`cosine_schedule` as a learning-rate scheduler: a linear warm-up over ``warmup_steps`` that
+    starts at base LR / ``warmup_steps``, not 0, then cosine decay to ``min_lr_ratio`` × base LR at the last
+    of ``total_steps``, held after it. Step it once per batch."""
     factors = cosine_schedule(1.0, min_lr_ratio, total_steps, warmup_steps)
     return LambdaLR(optimizer, lambda step: float(factors[min(step, total_steps - 1)]))
 

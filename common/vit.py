@@ -14,16 +14,19 @@ Public API
 ----------
 - ``image_to_patches(images, patch_size) -> (B, N, C*p*p)``: the explicit patch cut (channel-major,
   the same order as a conv weight's flattening).
-- ``PatchEmbedding`` (a strided convolution, ``proj``) and ``UnfoldPatchEmbedding`` (cut + ``nn.Linear``);
-  ``UnfoldPatchEmbedding.from_conv(conv_embedding)`` shares the weights, so both give the same tokens.
-- ``VisionTransformer(img_size=32, patch_size=4, in_chans=3, num_classes=10, embed_dim=192, depth=6,
+- ``PatchEmbedding(img_size=32, patch_size=4, *, in_chans=3, embed_dim=192)`` (a strided convolution,
+  ``proj``) and ``UnfoldPatchEmbedding(patch_size=4, *, in_chans=3, embed_dim=192)`` (cut + ``nn.Linear``);
+  ``UnfoldPatchEmbedding.from_conv(conv_embedding)`` copies the conv's weights, so both give the same tokens.
+- ``VisionTransformer(img_size=32, patch_size=4, *, in_chans=3, num_classes=10, embed_dim=192, depth=6,
   num_heads=3, mlp_ratio=4.0, qkv_bias=True, pos_embed="learn" | "sincos", drop_rate=0.0,
   attn_drop_rate=0.0)`` with ``forward_features(x) -> (B, 1+N, D)`` (after the final norm),
   ``forward(x) -> logits`` (from the CLS token), ``get_attention_maps(x) -> [(B, heads, 1+N, 1+N)] * depth``.
   Any input whose sides are multiples of the patch size works: the position embeddings are resampled
-  on the fly (``resample_pos_embed``); ``set_image_size`` makes a new size permanent.
-Elsewhere: timm weights in and out, :mod:`common.timm_interop`; attention rollout and the other read-outs of
-attention maps, :mod:`common.attention_analysis`; saving and loading weights, :mod:`common.checkpoints`.
+  (learned) or recomputed (sin-cos) on the fly; ``set_image_size`` makes a new size permanent.
+- ``resample_pos_embed(pos_embed, new_grid, old_grid=None, num_prefix_tokens=1, mode="bicubic")`` and
+  ``check_divisible(height, width, size, unit="patch size")`` (also Swin's window check).
+Elsewhere: timm weights into our ViT, :mod:`common.timm_interop`; attention rollout and the other read-outs
+of attention maps, :mod:`common.attention_analysis`; saving and loading weights, :mod:`common.checkpoints`.
 """
 
 from __future__ import annotations
@@ -48,11 +51,15 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
 def check_divisible(height: int, width: int, size: int, unit: str = "patch size") -> None:
     """Raise a ValueError naming the fix when a ``height x width`` grid does not tile into whole
     ``size x size`` pieces (ViT patches of an image, Swin windows of a feature map)."""
-    if size < 1 or height % size or width % size:
-        fit = lambda s: max(size, s // size * size)  # noqa: E731
+    if size < 1:
+        raise ValueError(f"the {unit} must be a positive integer, got {size}.")
+    if height % size or width % size:
+        down = lambda s: max(size, s // size * size)  # noqa: E731
+        up = lambda s: -(-s // size) * size  # noqa: E731
         raise ValueError(
-            f"size {height}x{width} is not divisible by the {unit} {size}; resize, crop or pad to "
-            f"{fit(height)}x{fit(width)} (a multiple of {size}), or choose a {unit} that divides both sides."
+            f"size {height}x{width} is not divisible by the {unit} {size}; resize or crop to "
+            f"{down(height)}x{down(width)}, pad to {up(height)}x{up(width)}, or choose a {unit} that divides "
+            "both sides."
         )
 
 
@@ -104,7 +111,8 @@ class UnfoldPatchEmbedding(nn.Module):
 
     @classmethod
     def from_conv(cls, conv_embedding: PatchEmbedding) -> UnfoldPatchEmbedding:
-        """A copy that shares the convolution's weights: the conv kernel (D, C, p, p) flattened to (D, C*p*p)."""
+        """A new module holding a copy of the convolution's weights: the kernel (D, C, p, p) flattened to
+        (D, C*p*p). Same tokens as the conv; the two train independently."""
         conv = conv_embedding.proj
         out = cls(conv_embedding.patch_size, in_chans=conv.in_channels, embed_dim=conv.out_channels)
         with torch.no_grad():

@@ -88,14 +88,19 @@ def test_bad_inputs_raise_clear_errors():
         head_distance_matrix(random_weights(3, 3))
 
 
-def test_attention_rollout_of_one_layer_is_the_residual_mixed_mean_attention():
-    # Abnar & Zuidema (2020), eq. of section 3: A' = 0.5 I + 0.5 A (rows renormalised), multiplied over layers.
-    a = torch.softmax(torch.randn(2, 3, 5, 5), dim=-1)
-    expected = 0.5 * torch.eye(5) + 0.5 * a.mean(1)  # rows already sum to 1
-    assert torch.allclose(attention_rollout([a]), expected, atol=1e-6)
-    two = attention_rollout([a, a])
-    assert torch.allclose(two, expected @ expected, atol=1e-6)
-    assert torch.allclose(two.sum(-1), torch.ones(2, 5), atol=1e-5)
+def test_attention_rollout_is_the_product_of_residual_mixed_mean_attentions_last_layer_first():
+    # Abnar & Zuidema (2020), section 3: A'_l = 0.5 I + 0.5 mean_heads(A_l) (rows already sum to 1), and
+    # rollout = A'_L ... A'_2 A'_1: the later layer multiplies from the left. Two different layers test the order.
+    g = torch.Generator().manual_seed(0)
+    a1, a2 = (torch.softmax(3 * torch.randn(2, 3, 5, 5, generator=g), dim=-1) for _ in range(2))
+    m1, m2 = (0.5 * torch.eye(5) + 0.5 * a.mean(1) for a in (a1, a2))
+    torch.testing.assert_close(attention_rollout([a1]), m1)
+    two = attention_rollout([a1, a2])
+    torch.testing.assert_close(two, torch.einsum("bij,bjk->bik", m2, m1))
+    assert not torch.allclose(two, m1 @ m2, atol=1e-4)  # the other order is a different matrix
+    torch.testing.assert_close(two.sum(-1), torch.ones(2, 5))
+    # residual_weight w: w I + (1 - w) mean_heads(A); w = 0 is the plain head-averaged attention
+    torch.testing.assert_close(attention_rollout([a1], residual_weight=0.0), a1.mean(1))
 
 
 def test_attention_rollout_needs_a_layer():

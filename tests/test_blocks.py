@@ -53,12 +53,27 @@ def test_block_equals_torch_encoder_layer(norm):
     assert weights.shape == (2, 4, 9, 9)
 
 
-def test_without_residual_the_input_is_not_added_back():
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_without_residual_the_input_is_not_added_back(norm):
+    # Reference: the block's formulas with the skip terms dropped, from torch's layer parts (same weights):
+    # pre:  y = FFN(LN2(Attn(LN1(x))));  post: y = LN2(FFN(LN1(Attn(x)))).
     torch.manual_seed(0)
-    block = TransformerBlock(16, 2, residual=False).eval()
+    block = TransformerBlock(16, 2, residual=False, norm=norm).eval()
+    ref = _torch_layer(block, norm_first=norm == "pre")
+
+    def attn(h):
+        return ref.self_attn(h, h, h, need_weights=False)[0]
+
+    def ffn(h):
+        return ref.linear2(nn.functional.gelu(ref.linear1(h)))
+
     x = torch.randn(1, 4, 16)
-    a = block.attn(block.norm1(x))
-    torch.testing.assert_close(block(x), block.mlp(block.norm2(a)))  # plain composition, no "+ x"
+    with torch.no_grad():
+        if norm == "pre":
+            expected = ffn(ref.norm2(attn(ref.norm1(x))))
+        else:
+            expected = ref.norm2(ffn(ref.norm1(attn(x))))
+        torch.testing.assert_close(block(x), expected, atol=1e-5, rtol=0)
 
 
 def test_bad_options_raise_clear_errors():

@@ -1,6 +1,7 @@
 """Checkpoints: atomic, weights-only saving, and the committed course models against their manifest."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -15,20 +16,38 @@ TINY = dict(img_size=32, patch_size=8, num_classes=6, embed_dim=32, depth=2, num
 MANIFEST = checkpoints.read_manifest()
 
 
-def test_save_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch):
-    path = checkpoints.save(tmp_path / "m.pt", step=1)
-
-    def crash_midway(obj, f, *args, **kwargs):  # write a few bytes, then fail like a full disk
+def _torch_save_that_dies_midway(obj, f, *args, **kwargs):
+    """Write a few bytes where torch.save was told to (a path or an open file), then fail like a full disk."""
+    if hasattr(f, "write"):
+        f.write(b"half a checkpoint")
+        f.flush()
+    else:
         with open(f, "wb") as handle:
             handle.write(b"half a checkpoint")
-        raise OSError("disk full")
+    raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", crash_midway)
-    with pytest.raises(OSError, match="disk full"):
+
+def _replace_that_fails(src, dst, *args, **kwargs):
+    raise OSError("rename failed")
+
+
+@pytest.mark.parametrize("crash", ["torch.save", "os.replace"])
+def test_save_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch, crash):
+    # A plain torch.save(state, path) would leave "half a checkpoint" in m.pt (the load below fails) and never
+    # call os.replace; a temporary file that is not cleaned up shows in the directory listing.
+    path = checkpoints.save(tmp_path / "m.pt", step=1)
+    before = path.read_bytes()
+    if crash == "torch.save":
+        monkeypatch.setattr(torch, "save", _torch_save_that_dies_midway)
+    else:
+        monkeypatch.setattr(os, "replace", _replace_that_fails)
+    with pytest.raises(OSError, match="disk full|rename failed"):
         checkpoints.save(path, step=2)
     monkeypatch.undo()
-    assert checkpoints.load(path) == {"step": 1}  # the old checkpoint is intact
-    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # and nothing half-written is left
+    assert path.read_bytes() == before and checkpoints.load(path) == {"step": 1}  # the old file, intact
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # and nothing half-written is left beside it
+    checkpoints.save(path, step=2)
+    assert checkpoints.load(path) == {"step": 2}  # without a crash, the new state replaces the old
 
 
 def test_load_refuses_arbitrary_objects_and_names_a_missing_file(tmp_path):

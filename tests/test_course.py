@@ -1,18 +1,65 @@
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
 import pytest
 
 from common import course
 from common.course import REPO_SLUG, SETUP_CELL, check_exercise, colab_url, select_notebooks
 
+COLAB_HAS = {"torch", "torchvision", "timm"}  # a simulated Colab: these are preinstalled, the rest is missing
 
-def test_setup_cell_compiles_and_uses_the_slug():
-    compile(SETUP_CELL, "setup", "exec")
-    assert f"https://github.com/{REPO_SLUG}.git" in SETUP_CELL
-    assert "torch" not in SETUP_CELL.split("pip")[-1], "Colab's torch must not be reinstalled"
+
+def _run_setup_cell(monkeypatch, on_colab: bool) -> list[list[str]]:
+    """Execute SETUP_CELL with subprocess.run recorded instead of run; for Colab a fake google.colab, a clone
+    whose files are this checkout's, and only COLAB_HAS installed."""
+    from importlib import metadata
+
+    commands = []
+    clone = f"/content/{REPO_SLUG.split('/')[1]}"
+
+    def fake_version(name):
+        if name.lower() not in COLAB_HAS:
+            raise metadata.PackageNotFoundError(name)
+        return "0.0"
+
+    def open_in_clone(path, *args, **kwargs):  # "/content/<repo>/x" -> "<this checkout>/x"
+        return open(str(path).replace(clone, str(course.repo_root()), 1), *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kwargs: commands.append(list(cmd)))
+    monkeypatch.setattr(os.path, "isdir", lambda path: False)  # a fresh Colab machine: nothing cloned yet
+    monkeypatch.setattr(metadata, "version", fake_version)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    if on_colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    exec(compile(SETUP_CELL, "setup", "exec"), {"open": open_in_clone})
+    return commands
+
+
+def test_setup_cell_clones_the_repository_and_leaves_colabs_torch_alone(monkeypatch):
+    assert _run_setup_cell(monkeypatch, on_colab=False) == []  # locally nothing happens
+    commands = _run_setup_cell(monkeypatch, on_colab=True)
+    owner, name = REPO_SLUG.split("/")
+    clone = ["git", "clone", "--depth", "1", f"https://github.com/{owner}/{name}.git", f"/content/{name}"]
+    assert commands[0] == clone
+    pips = commands[1:]
+    assert pips and all(cmd[:4] == [sys.executable, "-m", "pip", "install"] for cmd in pips)
+    assert ["-q", "--no-deps", "-e", f"/content/{name}"] in [cmd[4:] for cmd in pips]  # ours, no pinned deps
+    installed = {arg.split("==")[0] for cmd in pips for arg in cmd[4:] if not arg.startswith("-")}
+    assert not installed & {"torch", "torchvision", "torchaudio"}, "Colab's torch must not be reinstalled"
+    assert {"seaborn", "scikit-learn"} <= installed  # what the simulated Colab lacks gets installed
+    assert "timm" not in installed  # and what it has stays
+    assert sys.path[0] == f"/content/{name}"
 
 
 def test_colab_url_points_at_the_file():
-    assert colab_url("week6/01_attention_basics.ipynb").endswith(
-        f"github/{REPO_SLUG}/blob/main/week6/01_attention_basics.ipynb"
+    # Colab's documented form: https://colab.research.google.com/github/<owner>/<repo>/blob/<branch>/<path>
+    assert colab_url("week6/01_attention_basics.ipynb") == (
+        f"https://colab.research.google.com/github/{REPO_SLUG}/blob/main/week6/01_attention_basics.ipynb"
     )
 
 
@@ -43,7 +90,11 @@ def test_resolve_profile():
 
 def test_paths_are_inside_the_repository(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # any working directory
+    monkeypatch.delenv("COURSE_OUTPUTS", raising=False)
     root = course.repo_root()
-    assert (root / "common" / "course.py").exists()
+    assert root == Path(__file__).resolve().parent.parent  # this test file lives in <repo>/tests
     out = course.outputs_dir("week6")
     assert out == root / "outputs" / "week6" and out.is_dir()
+    monkeypatch.setenv("COURSE_OUTPUTS", str(tmp_path / "elsewhere"))
+    assert course.outputs_dir("a", "b") == tmp_path / "elsewhere" / "a" / "b"
+    assert (tmp_path / "elsewhere" / "a" / "b").is_dir()

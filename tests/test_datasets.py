@@ -75,11 +75,24 @@ def test_bad_arguments_raise_clear_errors():
 
 
 def test_digits_split_is_stratified_and_scaled():
-    train, test = DigitsDataset("train"), DigitsDataset("test", image_size=16, rgb=True)
-    assert len(train) + len(test) == 1797
-    assert train.images.shape[1:] == (1, 8, 8) and test.images.shape[1:] == (3, 16, 16)
-    assert 0 <= train.images.min() and train.images.max() <= 1
-    assert torch.bincount(test.labels).min() >= 40
+    # Reference: scikit-learn's digits (pixel values 0..16). Train and test together are exactly those images
+    # divided by 16, with their labels; each class is split 3:1 (stratified, test_fraction 0.25).
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    train, test = DigitsDataset("train"), DigitsDataset("test")
+    ours = sorted(
+        ((d.images[i, 0] * 16).numpy().tobytes(), int(d.labels[i]))
+        for d in (train, test)
+        for i in range(len(d))
+    )
+    ref = sorted((img.astype(np.float32).tobytes(), int(t)) for img, t in zip(digits.images, digits.target))
+    assert ours == ref
+    per_class = np.bincount(digits.target)
+    assert np.all(np.abs(torch.bincount(test.labels, minlength=10).numpy() - 0.25 * per_class) <= 1)
+    big = DigitsDataset("test", image_size=16, rgb=True)
+    assert big.images.shape[1:] == (3, 16, 16) and torch.equal(big.labels, test.labels)
+    assert torch.equal(big.images[:, 0], big.images[:, 2]) and 0 <= big.images.min() and big.images.max() <= 1
 
 
 def test_sample_photo_is_a_float_image_and_can_be_cropped_square():

@@ -161,20 +161,22 @@ def test_multi_crop_counts_sizes_and_range():
 
 # --------------------------------------------------------------------------------------- head, wrapper
 def test_head_normalises_the_bottleneck_and_the_last_layer():
+    # Reference (DINO's head): out = normalize(MLP(x)) @ (g v / ||v||)^T with the gain g = 1, written out
+    # from the raw direction v and torch's layers: every output is a cosine similarity.
+    torch.manual_seed(0)
     head = DINOHead(16, 40, hidden_dim=32, bottleneck_dim=8)
+    fc1, fc2, fc3 = (m for m in head.mlp if isinstance(m, torch.nn.Linear))
     x = torch.randn(5, 16)
+    z = fc3(torch.nn.functional.gelu(fc2(torch.nn.functional.gelu(fc1(x)))))  # n_layers = 3, GELU between
+    z = z / z.norm(dim=-1, keepdim=True)
+    v = head.last_layer.parametrizations.weight.original1
     out = head(x)
     assert out.shape == (5, 40)
-    bottleneck = torch.nn.functional.normalize(head.mlp(x), dim=-1)
-    weight = head.last_layer.weight
-    torch.testing.assert_close(weight.norm(dim=1), torch.ones(40))  # g = 1: unit-norm rows
-    torch.testing.assert_close(out, bottleneck @ weight.T)
+    torch.testing.assert_close(out, z @ (v / v.norm(dim=1, keepdim=True)).T)
     assert out.abs().max() <= 1 + 1e-5  # cosine similarities
     gain = head.last_layer.parametrizations.weight.original0
-    assert (
-        not gain.requires_grad
-        and DINOHead(16, 40, norm_last_layer=False).last_layer.parametrizations.weight.original0.requires_grad
-    )
+    assert torch.all(gain == 1.0) and not gain.requires_grad  # norm_last_layer: g fixed at 1
+    assert DINOHead(16, 40, norm_last_layer=False).last_layer.parametrizations.weight.original0.requires_grad
 
 
 def test_multi_crop_wrapper_equals_one_crop_at_a_time():

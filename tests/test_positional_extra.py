@@ -74,11 +74,16 @@ def test_relative_bias_is_added_to_multihead_scores():
     x = torch.randn(1, 5, 8)
     bias = rel(5)
     _, w = attn(x, mask=bias, return_attention=True)
-    q, k, _ = attn.qkv(x).reshape(1, 5, 3, 2, 4).permute(2, 0, 3, 1, 4)
-    expected = (q @ k.transpose(-2, -1) / 2.0 + bias).softmax(-1)  # head_dim 4 -> scale 1/2
-    torch.testing.assert_close(w, expected)
-    torch.testing.assert_close(
-        attn(x, mask=bias), attn(x, mask=bias, return_attention=True)[0], atol=1e-6, rtol=0
-    )
+    # Reference: torch's nn.MultiheadAttention (same weights), whose float attn_mask of shape
+    # (batch * heads, N, N) is added to each head's scaled scores before the softmax.
+    ref = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(attn.qkv.weight)
+        ref.in_proj_bias.copy_(attn.qkv.bias)
+        ref.out_proj.load_state_dict(attn.proj.state_dict())
+        ref_out, ref_w = ref(x, x, x, attn_mask=bias, average_attn_weights=False)
+        torch.testing.assert_close(w, ref_w, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(attn(x, mask=bias), ref_out, atol=1e-6, rtol=1e-5)  # the fused path too
+        assert not torch.allclose(w, attn(x, return_attention=True)[1], atol=1e-3)  # the bias mattered
     with pytest.raises(ValueError, match="num_heads"):
         RelativePositionBias(0, 2)

@@ -8,12 +8,16 @@ import torch
 from common import runtime
 
 
-def test_seed_everything_repeats_python_numpy_torch():
-    def draw():
-        runtime.seed_everything(123)
-        return random.random(), np.random.rand(), torch.rand(1).item()
-
-    assert draw() == draw()
+def test_seed_everything_seeds_python_numpy_and_torch_with_that_seed():
+    # Reference: fresh generators of each library seeded with 123 by hand, untouched by seed_everything.
+    expected = (
+        random.Random(123).random(),
+        np.random.RandomState(123).rand(),
+        torch.rand(1, generator=torch.Generator().manual_seed(123)).item(),
+    )
+    random.random(), np.random.rand(), torch.rand(1)  # move the global generators somewhere else first
+    assert runtime.seed_everything(123) == 123
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 def test_seed_rejects_negative():

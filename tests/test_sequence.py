@@ -60,15 +60,52 @@ def test_transformer_regressor_parameter_count_matches_the_seed_architecture():
     torch.testing.assert_close(weights[0].sum(-1), torch.ones(3, 4, 20))
 
 
-def test_transformer_regressor_is_the_documented_composition():
+def _sinusoid(n, d):
+    """Vaswani et al. (2017), written out: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(same)."""
+    pe = torch.zeros(n, d)
+    for p in range(n):
+        for i in range(d // 2):
+            pe[p, 2 * i] = math.sin(p / 10000 ** (2 * i / d))
+            pe[p, 2 * i + 1] = math.cos(p / 10000 ** (2 * i / d))
+    return pe
+
+
+def _torch_encoder_layer(block: TransformerBlock) -> nn.TransformerEncoderLayer:
+    """torch's own pre-norm encoder layer with the block's weights (the reference for one block)."""
+    d = block.norm1.normalized_shape[0]
+    ref = nn.TransformerEncoderLayer(
+        d,
+        block.attn.num_heads,
+        block.mlp.fc1.out_features,
+        dropout=0.0,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(block.attn.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(block.attn.qkv.bias)
+        ref.self_attn.out_proj.load_state_dict(block.attn.proj.state_dict())
+        ref.linear1.load_state_dict(block.mlp.fc1.state_dict())
+        ref.linear2.load_state_dict(block.mlp.fc2.state_dict())
+        ref.norm1.load_state_dict(block.norm1.state_dict())
+        ref.norm2.load_state_dict(block.norm2.state_dict())
+    return ref.eval()
+
+
+def test_transformer_regressor_equals_the_lab_guide_model_built_from_torch_layers():
+    # Reference: Linear(1 -> d) + the paper's sinusoids, torch's TransformerEncoderLayer (pre-norm, GELU) per
+    # block, a final LayerNorm, the last position, Linear(d -> 1); torch functions throughout, same weights.
     torch.manual_seed(0)
-    model = TransformerRegressor(num_layers=2).eval()
+    model = TransformerRegressor(d_model=16, num_heads=2, d_ff=32, num_layers=2).eval()
     x = torch.randn(2, 12, 1)
-    h = model.input_proj(x) + model.pos.pe[:12]
+    h = nn.functional.linear(x, model.input_proj.weight, model.input_proj.bias) + _sinusoid(12, 16)
     for block in model.blocks:
-        assert isinstance(block, TransformerBlock)
-        h = block(h)
-    torch.testing.assert_close(model(x), model.head(model.norm(h)[:, -1]))
+        h = _torch_encoder_layer(block)(h)
+    h = nn.functional.layer_norm(h[:, -1], (16,), model.norm.weight, model.norm.bias)
+    expected = nn.functional.linear(h, model.head.weight, model.head.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_without_positions_the_past_order_does_not_matter():
@@ -122,10 +159,7 @@ def test_importance_methods_on_a_linear_model_match_the_formulas():
 
 
 def test_train_regressor_learns_the_task_and_reports_test_mse():
-    from torch.utils.data import DataLoader
-
     from common.sequence_models import train_regressor
-    from common.training import evaluate
 
     torch.manual_seed(0)
     splits = sine_wave_splits(256, 64, 128, seed=0)
@@ -133,6 +167,8 @@ def test_train_regressor_learns_the_task_and_reports_test_mse():
     baseline = nn.functional.mse_loss(torch.zeros(128, 1), splits.test.tensors[1]).item()  # predict 0
     run = train_regressor(model, splits, epochs=8, batch_size=32, lr=1e-2)
     assert len(run.history.records) == 8 and run.seconds > 0
-    ref = evaluate(model, DataLoader(splits.test, batch_size=7), nn.MSELoss(), metric=None)["loss"]
+    x_test, y_test = splits.test.tensors  # reference: the MSE over the whole test set, computed directly
+    with torch.no_grad():
+        ref = ((model(x_test) - y_test) ** 2).mean().item()
     assert run.test_mse == pytest.approx(ref, rel=1e-5)
     assert run.test_mse < 0.2 * baseline
