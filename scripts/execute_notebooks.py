@@ -11,6 +11,7 @@ Exits non-zero, naming the notebook and the cell, if a notebook fails or does no
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shutil
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+from jupyter_client.manager import AsyncKernelManager
 from papermill.exceptions import PapermillExecutionError
 
 from common.course import PROFILES, declared_figures, repo_root, select_notebooks
@@ -35,6 +37,21 @@ def strip_run_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+class IPCKernelManager(AsyncKernelManager):
+    """Kernels talk to the runner over local IPC sockets in a private temporary folder, not TCP ports: nothing
+    listens on the network, and ipykernel has no reason to warn about unencrypted TCP on every notebook."""
+
+    socket_dir = None
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if IPCKernelManager.socket_dir is None:
+            IPCKernelManager.socket_dir = tempfile.mkdtemp(prefix="course-kernels-")
+            atexit.register(shutil.rmtree, IPCKernelManager.socket_dir, ignore_errors=True)
+        self.transport = "ipc"
+        self.ip = str(Path(IPCKernelManager.socket_dir) / "kernel")
+
+
 def execute(notebook: Path, target: Path, parameters: dict) -> None:
     pm.execute_notebook(
         str(repo_root() / notebook),
@@ -44,6 +61,7 @@ def execute(notebook: Path, target: Path, parameters: dict) -> None:
         cwd=str((repo_root() / notebook).parent),
         progress_bar=False,
         log_output=False,
+        kernel_manager_class=IPCKernelManager,
     )
 
 
