@@ -11,6 +11,9 @@ DEVICE   ?=
 DATASET  ?=
 # A space-separated subset of notebooks (paths or name fragments); empty = the whole course.
 NOTEBOOKS ?=
+# The practice project's web app (make app): its port; Chromium drives it in tests/test_app_browser.py.
+PORT     ?= 7860
+CHROMIUM := /usr/bin/chromium
 
 # The venv's tools first on PATH, so the `python3` kernel is the venv's Python.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -21,14 +24,14 @@ export PYTHONHASHSEED := 0
 RUN_ARGS = --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE)) $(if $(DATASET),--dataset $(DATASET)) $(NOTEBOOKS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup doctor lab test unit execute-all refresh checkpoints lint clean
+.PHONY: help setup doctor lab test unit execute-all refresh checkpoints lint clean app browser devices
 
 help: ## list the targets
 	@echo "Attention & Vision Transformer labs. Targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables: PROFILE=quick|full  DEVICE=cpu|cuda|mps  DATASET=...  NOTEBOOKS='week6/01 ...'"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-app.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
@@ -43,12 +46,12 @@ lab: $(STAMP) ## open JupyterLab on the course (step through the notebooks local
 	@# as root (containers, cloud VMs) JupyterLab refuses to start without --allow-root
 	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: $(STAMP) ## unit tests, notebook structure checks, then nbval over the committed notebooks
+test: $(STAMP) browser ## unit tests, notebook structure checks, then nbval over the committed notebooks
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider \
 		--nbval-sanitize-with .nbval-sanitize.cfg $$($(BIN)/python -m scripts.course_notebooks $(NOTEBOOKS))
 
-unit: $(STAMP) ## only the fast unit and structure tests
+unit: $(STAMP) browser ## only the unit and structure tests (with the app's browser test)
 	$(BIN)/python -m pytest tests
 
 execute-all: $(STAMP) ## run every notebook with papermill into outputs/executed/ (PROFILE=quick|full)
@@ -63,9 +66,30 @@ checkpoints: $(STAMP) ## retrain the week-4 reference models into checkpoints/ (
 	$(BIN)/python -m scripts.train_checkpoints dino --threads 1; \
 	status=$$?; wait $$! && exit $$status
 
-lint: $(STAMP) ## ruff over the package, tests, scripts and notebooks
-	$(BIN)/ruff check common tests scripts week6 week4
-	$(BIN)/ruff format --check common tests scripts
+devices: $(STAMP) ## every notebook's code on an emulated accelerator: CPU tensors meeting device tensors fail (no GPU needed)
+	$(BIN)/python -m scripts.check_devices $(NOTEBOOKS)
+
+lint: $(STAMP) ## ruff over the package, tests, scripts, notebooks and the app
+	$(BIN)/ruff check common tests scripts week6 week4 app
+	$(BIN)/ruff format --check common tests scripts app
+
+app: $(STAMP) ## the practice project's web app on http://127.0.0.1:7860 (PORT=... to change; works offline)
+	$(BIN)/python app/app.py --port $(PORT)
+
+browser: ## Debian's Chromium for the app's browser test: installed with apt-get (as root) when missing
+ifeq ($(SKIP_BROWSER_TEST),1)
+	@echo "SKIP_BROWSER_TEST=1: Chromium not checked; tests/test_app_browser.py is skipped on purpose."
+else
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "Installing Debian's chromium (and fonts-nanum for Korean text) for tests/test_app_browser.py"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-nanum; \
+	else \
+		echo "Chromium is missing ($(CHROMIUM)); tests/test_app_browser.py needs it. As root run:" >&2; \
+		echo "  apt-get update && apt-get install -y chromium fonts-nanum" >&2; \
+		echo "(or SKIP_BROWSER_TEST=1 to skip that test explicitly)" >&2; exit 1; \
+	fi
+endif
 
 clean: ## remove generated outputs and caches (keeps .venv)
 	rm -rf outputs/executed outputs/week4 outputs/week6 outputs/checkpoints .pytest_cache .ruff_cache

@@ -52,9 +52,30 @@ if "google.colab" in sys.modules:
     print(f"Colab: torch {{metadata.version('torch')}}, timm {{metadata.version('timm')}}; installed {{missing or 'nothing'}}")"""
 
 
+def _is_course(folder: Path) -> bool:
+    # the committed checkpoints mark the course's top folder (the repository, or the app deployed as a Space)
+    return (folder / "checkpoints" / "manifest.json").is_file()
+
+
 def repo_root() -> Path:
-    """The repository's top folder, whatever the working directory (the package lives inside it)."""
-    return Path(__file__).resolve().parent.parent
+    """The course's top folder (notebooks, ``checkpoints/``, ``outputs/``): ``$COURSE_ROOT`` if set; else the
+    checkout this package sits in (an editable install, or running from the repository); else the nearest folder
+    at or above the working directory that holds the course (a plain ``pip install .`` puts the package in
+    site-packages, far from the notebooks)."""
+    if root := os.environ.get("COURSE_ROOT"):
+        if not _is_course(Path(root)):
+            raise FileNotFoundError(
+                f"COURSE_ROOT={root} does not hold the course (no checkpoints/manifest.json)."
+            )
+        return Path(root).resolve()
+    for start in (Path(__file__).resolve().parent.parent, Path.cwd().resolve()):
+        for folder in (start, *start.parents):
+            if _is_course(folder):
+                return folder
+    raise FileNotFoundError(
+        "cannot find the course's folder (the one with checkpoints/manifest.json): run from inside the repository "
+        "or set COURSE_ROOT=/path/to/the/repository."
+    )
 
 
 def outputs_dir(*parts: str) -> Path:

@@ -29,6 +29,8 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
+        # cuBLAS is deterministic only with a fixed workspace, read before its first call (CUDA's docs)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
 

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -98,3 +99,27 @@ def test_paths_are_inside_the_repository(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_OUTPUTS", str(tmp_path / "elsewhere"))
     assert course.outputs_dir("a", "b") == tmp_path / "elsewhere" / "a" / "b"
     assert (tmp_path / "elsewhere" / "a" / "b").is_dir()
+
+
+def test_a_plain_install_finds_the_course_from_the_working_directory(tmp_path):
+    # `pip install .` (not editable) copies the package into site-packages, away from the notebooks and
+    # checkpoints; a copy of `common/` on PYTHONPATH is the same situation without a build (works offline).
+    site = tmp_path / "site"
+    shutil.copytree(
+        course.repo_root() / "common", site / "common", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    script = "import common.course as c; print(c.__file__); print(c.repo_root())"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("COURSE_ROOT", None)
+
+    def run(cwd, **extra):
+        return subprocess.run(
+            [sys.executable, "-c", script], cwd=cwd, env={**env, **extra}, capture_output=True, text=True
+        )
+
+    inside = run(course.repo_root() / "week4")
+    installed_at, root = inside.stdout.split()
+    assert installed_at.startswith(str(site)) and Path(root) == course.repo_root()
+    outside = run(tmp_path)
+    assert outside.returncode != 0 and "COURSE_ROOT" in outside.stderr
+    assert run(tmp_path, COURSE_ROOT=str(course.repo_root())).stdout.split()[1] == str(course.repo_root())
