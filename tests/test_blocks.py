@@ -18,7 +18,7 @@ def test_parameter_count_matches_formula(d, heads, ratio):
     assert sum(p.numel() for p in block.parameters()) == block_params_by_formula(d, int(d * ratio))
 
 
-def _torch_layer(block: TransformerBlock, norm_first: bool) -> nn.TransformerEncoderLayer:
+def torch_layer(block: TransformerBlock, norm_first: bool) -> nn.TransformerEncoderLayer:
     """The reference: torch's own encoder layer (used only in tests), loaded with the same weights."""
     d = block.norm1.normalized_shape[0]
     ref = nn.TransformerEncoderLayer(
@@ -46,7 +46,7 @@ def test_block_equals_torch_encoder_layer(norm):
     torch.manual_seed(0)
     block = TransformerBlock(32, 4, norm=norm).eval()
     x = torch.randn(2, 9, 32)
-    ref = _torch_layer(block, norm_first=norm == "pre")
+    ref = torch_layer(block, norm_first=norm == "pre")
     torch.testing.assert_close(block(x), ref(x), atol=1e-5, rtol=0)
     out, weights = block(x, return_attention=True)
     torch.testing.assert_close(out, ref(x), atol=1e-5, rtol=0)
@@ -59,7 +59,7 @@ def test_without_residual_the_input_is_not_added_back(norm):
     # pre:  y = FFN(LN2(Attn(LN1(x))));  post: y = LN2(FFN(LN1(Attn(x)))).
     torch.manual_seed(0)
     block = TransformerBlock(16, 2, residual=False, norm=norm).eval()
-    ref = _torch_layer(block, norm_first=norm == "pre")
+    ref = torch_layer(block, norm_first=norm == "pre")
 
     def attn(h):
         return ref.self_attn(h, h, h, need_weights=False)[0]

@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from test_blocks import torch_layer  # torch's encoder layer loaded with a block's weights
 from torch import nn
 
-from common.blocks import TransformerBlock
 from common.diagnostics import gradient_saliency, occlusion_importance
 from common.sequence_models import RecurrentRegressor, TransformerRegressor
 from common.sine_waves import sine_wave_splits, sine_waves
@@ -70,29 +70,6 @@ def _sinusoid(n, d):
     return pe
 
 
-def _torch_encoder_layer(block: TransformerBlock) -> nn.TransformerEncoderLayer:
-    """torch's own pre-norm encoder layer with the block's weights (the reference for one block)."""
-    d = block.norm1.normalized_shape[0]
-    ref = nn.TransformerEncoderLayer(
-        d,
-        block.attn.num_heads,
-        block.mlp.fc1.out_features,
-        dropout=0.0,
-        activation="gelu",
-        batch_first=True,
-        norm_first=True,
-    )
-    with torch.no_grad():
-        ref.self_attn.in_proj_weight.copy_(block.attn.qkv.weight)
-        ref.self_attn.in_proj_bias.copy_(block.attn.qkv.bias)
-        ref.self_attn.out_proj.load_state_dict(block.attn.proj.state_dict())
-        ref.linear1.load_state_dict(block.mlp.fc1.state_dict())
-        ref.linear2.load_state_dict(block.mlp.fc2.state_dict())
-        ref.norm1.load_state_dict(block.norm1.state_dict())
-        ref.norm2.load_state_dict(block.norm2.state_dict())
-    return ref.eval()
-
-
 def test_transformer_regressor_equals_the_lab_guide_model_built_from_torch_layers():
     # Reference: Linear(1 -> d) + the paper's sinusoids, torch's TransformerEncoderLayer (pre-norm, GELU) per
     # block, a final LayerNorm, the last position, Linear(d -> 1); torch functions throughout, same weights.
@@ -101,7 +78,7 @@ def test_transformer_regressor_equals_the_lab_guide_model_built_from_torch_layer
     x = torch.randn(2, 12, 1)
     h = nn.functional.linear(x, model.input_proj.weight, model.input_proj.bias) + _sinusoid(12, 16)
     for block in model.blocks:
-        h = _torch_encoder_layer(block)(h)
+        h = torch_layer(block, norm_first=True)(h)
     h = nn.functional.layer_norm(h[:, -1], (16,), model.norm.weight, model.norm.bias)
     expected = nn.functional.linear(h, model.head.weight, model.head.bias)
     with torch.no_grad():
