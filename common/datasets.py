@@ -5,7 +5,7 @@ Everything except CIFAR-10 works offline. Images are float32 tensors in [0, 1], 
 Public API
 ----------
 ``ShapesDataset(n, image_size=32, *, seed=0, split="train", return_mask=False, transform=None,
-classes=SHAPE_CLASSES, background="cluttered", texture=False)``
+classes=SHAPE_CLASSES, background="cluttered", texture=False, palette=None)``
     A procedurally generated classification set: one object per image from ``classes`` (by default all of
     ``SHAPE_CLASSES``: circle, square, triangle, cross, ring, star) at a random position, scale, rotation and
     colour, on a smooth random colour background with line and blob clutter and pixel noise
@@ -17,12 +17,17 @@ classes=SHAPE_CLASSES, background="cluttered", texture=False)``
     smaller set and "train" / "test" never overlap. Whole tensors: ``.images`` (N, 3, S, S),
     ``.labels`` (N,), ``.masks`` (N, S, S); ``.classes`` and ``.num_classes``.
     ``transform`` (optional) is applied to the image only, on each access (augmentation).
+    ``palette`` (optional, names from ``PALETTE``): each object's colour is one of these named colours (with a
+    little jitter), drawn from a separate random stream, so everything else about image ``i`` stays the same;
+    ``.colours`` names them and ``.colour_labels`` (N,) indexes them. Every set also has the objects'
+    ``.centres`` (N, 2) (x, y in [0, 1], y down) and ``.radii`` (N,) (in units of the image side).
 ``random_dihedral(image) -> image``
     Augmentation for the shapes: one of the square's 8 symmetries (flips, 90-degree turns), which
     change no shape's class.
 ``generate_shapes(n, image_size=32, seed=0, split="train", classes=SHAPE_CLASSES, chunk=512,
-background="cluttered", texture=False) -> ShapesData``
-    The same data as a plain record (images, labels, masks, classes) without the Dataset wrapper;
+background="cluttered", texture=False, palette=None) -> ShapesData``
+    The same data as a plain record (images, labels, masks, classes, centres, radii, colours, colour_labels)
+    without the Dataset wrapper;
     ``chunk`` images are rendered at a time.
 ``DigitsDataset(split="train", image_size=8, *, rgb=False, test_fraction=0.25, seed=0, transform=None)``
     scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), scaled to [0, 1], optionally
@@ -57,6 +62,16 @@ BACKGROUNDS = ("cluttered", "plain")
 # The textured variant fills shape k with texture k: the class shows in every part of the object.
 TEXTURES = ("solid", "stripes", "checks", "dots", "grid", "rings")
 SPLITS = {"train": 0, "test": 1}
+# Named object colours for ``palette=...`` (lab 4.4's captions): far from each other and from the grey background.
+PALETTE = {
+    "red": (0.85, 0.10, 0.10),
+    "green": (0.10, 0.70, 0.15),
+    "blue": (0.15, 0.30, 0.95),
+    "yellow": (0.95, 0.85, 0.10),
+    "purple": (0.55, 0.15, 0.75),
+    "orange": (1.00, 0.50, 0.00),
+}
+_PALETTE_JITTER = 0.06  # each channel moves by at most this much: shades of one name, never another's
 DATASETS = ("shapes", "digits", "cifar10")
 SAMPLE_PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "cat", "immunohistochemistry")
 CIFAR10_HOST = "www.cs.toronto.edu"
@@ -234,6 +249,10 @@ class ShapesData:
     labels: Tensor  # (N,) int64
     masks: Tensor  # (N, S, S) bool: the object's silhouette
     classes: tuple[str, ...]
+    centres: Tensor | None = None  # (N, 2) float32: the object's centre (x, y) in [0, 1], y pointing down
+    radii: Tensor | None = None  # (N,) float32: the object's radius in units of the image side
+    colours: tuple[str, ...] = ()  # the palette's colour names (empty without a palette)
+    colour_labels: Tensor | None = None  # (N,) int64 index into ``colours`` (None without a palette)
 
 
 def generate_shapes(
@@ -245,11 +264,13 @@ def generate_shapes(
     chunk: int = 512,
     background: str = "cluttered",
     texture: bool = False,
+    palette: tuple[str, ...] | None = None,
 ) -> ShapesData:
     """``n`` generated images; image ``i`` depends only on ``(seed, split, i)`` (see the module docstring).
 
     ``background="plain"`` draws the same objects and noise on a plain grey background without clutter;
-    ``texture=True`` fills shape ``k`` with the pattern ``TEXTURES[k]`` at a random frequency and phase."""
+    ``texture=True`` fills shape ``k`` with the pattern ``TEXTURES[k]`` at a random frequency and phase;
+    ``palette`` (names from ``PALETTE``) paints each object in one of these named colours."""
     if n < 1 or image_size < 8:
         raise ValueError(f"need n >= 1 and image_size >= 8, got n={n}, image_size={image_size}.")
     unknown = set(classes) - set(SHAPE_CLASSES)
@@ -267,11 +288,36 @@ def generate_shapes(
         for i, p in enumerate(params):
             rng = np.random.default_rng([seed, code, i, 1])
             p["texture"] = np.array([rng.uniform(1.6, 2.4), rng.uniform(0, 1)])
+    colour_labels = None
+    if palette is not None:  # also a separate stream: only the colours change
+        palette = tuple(palette)
+        unknown = set(palette) - set(PALETTE)
+        if unknown or len(palette) < 1 or len(set(palette)) != len(palette):
+            raise ValueError(f"palette must be distinct names from {tuple(PALETTE)}, got {palette}.")
+        picks = []
+        for i, p in enumerate(params):
+            rng = np.random.default_rng([seed, code, i, 2])
+            k = int(rng.integers(len(palette)))
+            jitter = rng.uniform(-_PALETTE_JITTER, _PALETTE_JITTER, size=3)
+            p["colour"] = np.clip(np.asarray(PALETTE[palette[k]]) + jitter, 0.0, 1.0)
+            picks.append(k)
+        colour_labels = torch.tensor(picks)
     images, masks = zip(
         *(_render(params[i : i + chunk], image_size, tuple(classes)) for i in range(0, n, chunk))
     )
     labels = torch.tensor([int(p["label"]) for p in params])
-    return ShapesData(torch.cat(images), labels, torch.cat(masks), tuple(classes))
+    centres = torch.tensor(np.stack([p["centre"] for p in params]), dtype=torch.float32)
+    radii = torch.tensor([float(p["radius"]) for p in params], dtype=torch.float32)
+    return ShapesData(
+        torch.cat(images),
+        labels,
+        torch.cat(masks),
+        tuple(classes),
+        centres,
+        radii,
+        palette or (),
+        colour_labels,
+    )
 
 
 class ShapesDataset(Dataset):
@@ -289,14 +335,19 @@ class ShapesDataset(Dataset):
         classes: tuple[str, ...] = SHAPE_CLASSES,
         background: str = "cluttered",
         texture: bool = False,
+        palette: tuple[str, ...] | None = None,
     ):
-        data = generate_shapes(n, image_size, seed, split, classes, background=background, texture=texture)
+        data = generate_shapes(
+            n, image_size, seed, split, classes, background=background, texture=texture, palette=palette
+        )
         self.images, self.labels, self.masks, self.classes = (
             data.images,
             data.labels,
             data.masks,
             data.classes,
         )
+        self.centres, self.radii = data.centres, data.radii
+        self.colours, self.colour_labels = data.colours, data.colour_labels
         self.num_classes = len(self.classes)
         self.return_mask = return_mask
         self.transform = transform

@@ -16,6 +16,7 @@ LAYERS = {  # lowest first
         "timm_interop",
         "datasets",
         "sine_waves",
+        "captions",
     ],
     "training": ["training", "checkpoints", "sequence_models"],
     "methods": [
@@ -26,6 +27,7 @@ LAYERS = {  # lowest first
         "diagnostics",
         "benchmark",
         "model_selection",
+        "clip",
     ],
     "recipes": ["reference_models"],
 }

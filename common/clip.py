@@ -1,0 +1,410 @@
+"""CLIP (Radford et al., 2021, "Learning Transferable Visual Models From Natural Language Supervision"), small.
+
+Two encoders map an image and a caption to one shared space: the course's ViT (``common.vit``, ``num_classes=0``:
+its CLS feature) and a small Transformer text encoder built from ``common.blocks.TransformerBlock``; a linear
+projection each, then L2 normalisation. For a batch of B matched pairs the logits are
+``s * I @ T.T`` (cosine similarities times a learnable scale ``s = exp(t) = 1 / temperature``) and the loss is
+the symmetric InfoNCE: cross-entropy of each image against the B captions (the right one is the diagonal)
+averaged with the same for each caption against the B images.
+
+As in CLIP, ``t`` is stored as a log (``logit_scale``, initialised to ``log(1 / 0.07)``) and the scale is clamped
+to at most 100 (``clamp_logit_scale_`` after every optimiser step; the forward pass clamps too).
+
+Public API
+----------
+- ``TextEncoder(vocab_size, context_length, *, width=64, depth=2, num_heads=4, mlp_ratio=2.0, causal=True,
+  pooling="eos", pad_id=0)``: (B, L) token ids -> (B, width).
+- ``CLIP(image_encoder, text_encoder, *, embed_dim=64, init_temperature=0.07, max_logit_scale=100,
+  learn_temperature=True)`` with ``encode_image``, ``encode_text``, ``forward -> (logits_per_image,
+  logits_per_text)``, ``logit_scale_value``, ``clamp_logit_scale_``.
+- :func:`clip_loss` (the symmetric InfoNCE), :func:`clip_loss_floor` (the lowest loss a fixed scale allows),
+  :func:`ensemble_prompts`, :func:`class_embeddings`, :func:`encode_images`, :func:`encode_texts`,
+  :func:`recall_at_k`, :func:`train_clip` -> :class:`CLIPHistory`.
+- The exercises' self-checks: :func:`check_info_nce`, :func:`check_prompt_ensemble`, :func:`check_loss_floor`
+  (each raises AssertionError with a hint; the reference solutions are the functions above).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from common.attention import causal_mask
+from common.blocks import TransformerBlock
+from common.positional import LearnedPositionalEmbedding
+from common.training import progress, warmup_cosine
+from common.vit import VisionTransformer
+
+POOLINGS = ("eos", "mean")
+INIT_TEMPERATURE = 0.07  # CLIP's initial temperature: logit scale 1 / 0.07 = 14.3
+MAX_LOGIT_SCALE = 100.0  # CLIP clamps the scale here: a temperature below 0.01 made training unstable
+
+
+# ------------------------------------------------------------------------------------------ text encoder
+class TextEncoder(nn.Module):
+    """Token embedding + learned positions -> pre-norm Transformer blocks -> LayerNorm -> pooled feature.
+
+    ``causal=True, pooling="eos"`` is CLIP's choice: each token attends only to the tokens before it, and the
+    ``<eos>`` token, last in every caption, is the one whose state sees the whole caption, so it is the
+    caption's feature. ``causal=False, pooling="mean"`` is the BERT-like alternative (every token sees every
+    token; the feature is the mean over real tokens). Padding tokens are masked as keys either way, so a
+    caption's feature does not depend on how much padding the batch needed.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context_length: int,
+        *,
+        width: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        causal: bool = True,
+        pooling: str = "eos",
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; use one of {POOLINGS}.")
+        if width % num_heads:
+            raise ValueError(f"width {width} must be divisible by num_heads {num_heads}.")
+        self.width, self.context_length = width, context_length
+        self.causal, self.pooling, self.pad_id = causal, pooling, pad_id
+        self.token_embed = nn.Embedding(vocab_size, width)
+        self.pos_embed = LearnedPositionalEmbedding(width, context_length)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, num_heads, mlp_ratio=mlp_ratio, norm="pre") for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+        for module in self.blocks.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(B, L) int64 ids (real tokens first, then ``pad_id``) -> (B, width)."""
+        B, L = tokens.shape
+        real = tokens != self.pad_id  # (B, L)
+        if not bool(real[:, 0].all()):
+            raise ValueError("every caption needs at least one token before its padding (pad on the right).")
+        x = self.pos_embed(self.token_embed(tokens))
+        mask = real[:, None, None, :]  # (B, 1, 1, L): any query may attend to real keys only
+        if self.causal:
+            mask = mask & causal_mask(L, device=tokens.device)[None, None]  # ... and only to earlier ones
+        for block in self.blocks:
+            x = block(x, mask=mask)
+        x = self.norm(x)
+        if self.pooling == "eos":  # the last real token: <eos>
+            last = real.sum(1) - 1
+            return x[torch.arange(B, device=x.device), last]
+        weights = real.float()[..., None]
+        return (x * weights).sum(1) / weights.sum(1)
+
+
+# ------------------------------------------------------------------------------------------ CLIP
+class CLIP(nn.Module):
+    """An image encoder and a text encoder, each projected (no bias) to ``embed_dim`` and L2-normalised."""
+
+    def __init__(
+        self,
+        image_encoder: VisionTransformer,
+        text_encoder: TextEncoder,
+        *,
+        embed_dim: int = 64,
+        init_temperature: float = INIT_TEMPERATURE,
+        max_logit_scale: float = MAX_LOGIT_SCALE,
+        learn_temperature: bool = True,
+    ):
+        super().__init__()
+        if getattr(image_encoder, "num_classes", 0) != 0:
+            raise ValueError(
+                "build the image encoder with num_classes=0: CLIP uses its CLS feature, not logits."
+            )
+        if not (init_temperature > 0 and 1 / init_temperature <= max_logit_scale):
+            raise ValueError(f"need 1 / init_temperature <= max_logit_scale = {max_logit_scale}.")
+        self.visual, self.text = image_encoder, text_encoder
+        self.image_proj = nn.Linear(image_encoder.embed_dim, embed_dim, bias=False)
+        self.text_proj = nn.Linear(text_encoder.width, embed_dim, bias=False)
+        nn.init.normal_(self.image_proj.weight, std=image_encoder.embed_dim**-0.5)
+        nn.init.normal_(self.text_proj.weight, std=text_encoder.width**-0.5)
+        self.max_log_scale = math.log(max_logit_scale)
+        self.logit_scale = nn.Parameter(
+            torch.tensor(math.log(1 / init_temperature)), requires_grad=learn_temperature
+        )
+
+    @property
+    def logit_scale_value(self) -> float:
+        """The scale s = 1 / temperature the logits are multiplied by (at most ``max_logit_scale``)."""
+        return float(self.logit_scale.detach().clamp(max=self.max_log_scale).exp())
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        self.logit_scale.clamp_(0, self.max_log_scale)
+
+    def encode_image(self, images: Tensor, normalize: bool = True) -> Tensor:
+        z = self.image_proj(self.visual(images))
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def encode_text(self, tokens: Tensor, normalize: bool = True) -> Tensor:
+        z = self.text_proj(self.text(tokens))
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits_per_image (B, B), logits_per_text = its transpose): s times the cosine similarities."""
+        image, text = self.encode_image(images), self.encode_text(tokens)
+        logits = self.logit_scale.clamp(max=self.max_log_scale).exp() * image @ text.T
+        return logits, logits.T
+
+
+def clip_loss(logits_per_image: Tensor) -> Tensor:
+    """Symmetric InfoNCE over a (B, B) logit matrix whose diagonal holds the matched pairs:
+    ``(CE(rows, diagonal) + CE(columns, diagonal)) / 2`` -- images classify captions and captions images."""
+    if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
+        raise ValueError(f"need a square (B, B) logit matrix, got {tuple(logits_per_image.shape)}.")
+    target = torch.arange(len(logits_per_image), device=logits_per_image.device)
+    return (F.cross_entropy(logits_per_image, target) + F.cross_entropy(logits_per_image.T, target)) / 2
+
+
+def clip_loss_floor(batch_size: int, scale: float) -> float:
+    """The lowest symmetric InfoNCE that logits ``scale * cosine`` allow for ``batch_size`` pairs (embedding
+    dimension >= batch_size - 1): matched pairs at cosine 1, the B embeddings at the corners of a regular
+    simplex, so every other pair at cosine -1/(B-1) (B unit vectors cannot all be opposite each other).
+    Each row's loss is then log(1 + (B-1) exp(-scale * B / (B-1)))."""
+    if batch_size < 2 or scale < 0:
+        raise ValueError(f"need batch_size >= 2 and scale >= 0, got {batch_size} and {scale}.")
+    gap = scale * batch_size / (batch_size - 1)  # s * (1 - (-1/(B-1)))
+    return math.log1p((batch_size - 1) * math.exp(-gap))
+
+
+# ------------------------------------------------------------------------------------------ zero-shot
+def ensemble_prompts(text_embeddings: Tensor) -> Tensor:
+    """(C, T, D) embeddings of T prompts per class -> (C, D): normalise each prompt's embedding, average over
+    the prompts, normalise again (CLIP's prompt ensembling: averaging in the embedding space)."""
+    if text_embeddings.ndim != 3:
+        raise ValueError(f"need (classes, prompts, dim) embeddings, got {tuple(text_embeddings.shape)}.")
+    return F.normalize(F.normalize(text_embeddings, dim=-1).mean(1), dim=-1)
+
+
+@torch.no_grad()
+def encode_texts(model: CLIP, vocab, texts: Sequence[str], device="cpu", batch_size: int = 1000) -> Tensor:
+    """(N, D) normalised text embeddings of ``texts`` (``vocab``: a :class:`common.captions.Vocabulary`)."""
+    model.eval()
+    tokens = vocab.encode(list(texts), model.text.context_length)
+    return torch.cat(
+        [
+            model.encode_text(tokens[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(tokens), batch_size)
+        ]
+    )
+
+
+@torch.no_grad()
+def encode_images(model: CLIP, images: Tensor, device="cpu", batch_size: int = 500) -> Tensor:
+    """(N, D) normalised image embeddings of (standardised) ``images``."""
+    model.eval()
+    return torch.cat(
+        [
+            model.encode_image(images[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def class_embeddings(model: CLIP, vocab, prompts_per_class: Sequence[Sequence[str]], device="cpu") -> Tensor:
+    """(C, D): each class's prompts encoded and ensembled (one prompt per class: just its embedding)."""
+    counts = {len(p) for p in prompts_per_class}
+    if len(counts) != 1:
+        raise ValueError("give every class the same number of prompts.")
+    flat = [p for prompts in prompts_per_class for p in prompts]
+    emb = encode_texts(model, vocab, flat, device)
+    return ensemble_prompts(emb.reshape(len(prompts_per_class), counts.pop(), -1))
+
+
+def recall_at_k(similarity: Tensor, k: int) -> float:
+    """Fraction of rows i whose partner (column i) is among the row's k most similar columns. For image ->
+    text pass image x text similarities; for text -> image, their transpose. Chance is k / N."""
+    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"need a square (N, N) similarity matrix, got {tuple(similarity.shape)}.")
+    topk = similarity.topk(min(k, similarity.shape[1]), dim=1).indices
+    return float((topk == torch.arange(len(similarity))[:, None]).any(1).float().mean())
+
+
+# ------------------------------------------------------------------------------------------ training
+@dataclass
+class CLIPHistory:
+    """Per-step records (``step``, ``loss``, ``scale``: the logit scale after the step), the wall time, and
+    ``evals``: ``(step, metrics)`` from the optional ``evaluate`` callback (its time not counted in ``seconds``)."""
+
+    step: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    evals: list[tuple[int, dict]] = field(default_factory=list)
+
+    def mean_loss(self, last: int = 20) -> float:
+        return float(sum(self.loss[-last:]) / len(self.loss[-last:]))
+
+
+def train_clip(
+    model: CLIP,
+    images: Tensor,
+    tokens: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_fraction: float = 0.1,
+    grad_clip: float | None = 1.0,
+    device="cpu",
+    seed: int = 0,
+    desc: str = "CLIP",
+    evaluate: Callable[[CLIP], dict] | None = None,
+    eval_every: int = 0,
+) -> CLIPHistory:
+    """Train on matched (image, caption) pairs: shuffled batches, symmetric InfoNCE, the week-4 recipe
+    (AdamW, weight decay on weight matrices only, warm-up + cosine, gradient clipping), the logit scale
+    clamped after every step. ``seed`` fixes the batch order. ``evaluate(model) -> metrics`` runs every
+    ``eval_every`` steps and after the last one (zero-shot accuracy over training, say)."""
+    torch.manual_seed(seed)
+    loader = DataLoader(
+        TensorDataset(images, tokens),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if len(loader) == 0:
+        raise ValueError(f"{len(images)} pairs give no full batch of {batch_size}.")
+    tables = _embedding_tables(model)  # like biases, norms and the logit scale: no weight decay
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim >= 2 and id(p) not in tables]
+    rest = [p for p in trained if not (p.ndim >= 2 and id(p) not in tables)]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    total = epochs * len(loader)
+    scheduler = warmup_cosine(optimizer, max(1, int(warmup_fraction * total)), total)
+    history, step, eval_seconds = CLIPHistory(), 0, 0.0
+    model.to(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for x, t in progress(loader, desc=desc):
+            logits, _ = model(x.to(device), t.to(device))
+            loss = clip_loss(logits)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            model.clamp_logit_scale_()
+            step += 1
+            history.step.append(step)
+            history.loss.append(loss.item())
+            history.scale.append(model.logit_scale_value)
+            if evaluate is not None and ((eval_every and step % eval_every == 0) or step == total):
+                t0 = time.perf_counter()
+                history.evals.append((step, evaluate(model)))
+                model.train()
+                eval_seconds += time.perf_counter() - t0
+    history.seconds = time.perf_counter() - start - eval_seconds
+    return history
+
+
+def _embedding_tables(model: nn.Module) -> set[int]:
+    """Token and position tables and the CLS token are embeddings, not weights (as in ``param_groups``)."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for m in model.modules():
+        if isinstance(m, VisionTransformer):
+            tables |= {id(m.pos_embed), id(m.cls_token)}
+    return tables
+
+
+# ------------------------------------------------------------------------------------------ exercise checks
+def check_info_nce(fn: Callable[[Tensor], Tensor]) -> None:
+    """Exercise 1: ``fn(logits_per_image)`` must equal :func:`clip_loss`; the message names the usual slip."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 6, generator=gen) * 3 + torch.eye(6) * 2
+    logits[0, 3] += 4.0  # make the two directions differ clearly
+    got = fn(logits.clone())
+    assert isinstance(got, Tensor) and got.ndim == 0, (
+        "return one scalar tensor (the mean loss over the batch)"
+    )
+    want = clip_loss(logits)
+    if torch.allclose(got, want, atol=1e-5):
+        return
+    target = torch.arange(6)
+    rows, cols = F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
+    if torch.allclose(got, rows, atol=1e-5) or torch.allclose(got, cols, atol=1e-5):
+        raise AssertionError(
+            "you computed one direction only; CLIP's loss is symmetric: average the image->text cross-entropy "
+            "(rows) and the text->image one (columns)"
+        )
+    if torch.allclose(got, rows + cols, atol=1e-5):
+        raise AssertionError("you added the two directions; CLIP averages them (divide by 2)")
+    if torch.allclose(got, want * 6, atol=1e-4):
+        raise AssertionError("you summed over the batch; take the mean over the B pairs")
+    raise AssertionError(
+        f"expected {want.item():.4f}, got {got.item():.4f}: the targets are the diagonal (image i goes with "
+        "caption i), cross-entropy over each row and over each column"
+    )
+
+
+def check_prompt_ensemble(fn: Callable[[Tensor], Tensor]) -> None:
+    """Exercise 2: ``fn((C, T, D) prompt embeddings) -> (C, D)`` must equal :func:`ensemble_prompts`."""
+    gen = torch.Generator().manual_seed(1)
+    emb = torch.randn(4, 5, 8, generator=gen) * torch.rand(4, 5, 1, generator=gen).mul(3).add(0.2)
+    got = fn(emb.clone())
+    assert isinstance(got, Tensor) and tuple(got.shape) == (4, 8), (
+        f"return one (classes, dim) = (4, 8) embedding per class, got "
+        f"{tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__}"
+    )
+    want = ensemble_prompts(emb)
+    if torch.allclose(got, want, atol=1e-5):
+        return
+    if not torch.allclose(got.norm(dim=-1), torch.ones(4), atol=1e-4):
+        raise AssertionError(
+            "the class embeddings are not unit vectors: normalise the average again, since the zero-shot "
+            "logits are cosine similarities"
+        )
+    if torch.allclose(got, F.normalize(emb.mean(1), dim=-1), atol=1e-5):
+        raise AssertionError(
+            "normalise each prompt's embedding before averaging, otherwise prompts with longer vectors count more"
+        )
+    raise AssertionError(
+        "expected: normalise each prompt's embedding, average over the prompts, normalise again"
+    )
+
+
+def check_loss_floor(
+    fn: Callable[[int, float], float], measured: Sequence[tuple[int, float, float]] = ()
+) -> None:
+    """Exercise 3: ``fn(batch_size, scale)`` must equal :func:`clip_loss_floor`; every ``measured`` run
+    ``(batch_size, scale, final loss)`` must lie on or above the student's floor."""
+    for batch, scale in ((64, 1.0), (64, 14.3), (8, 2.0), (256, 1.0)):
+        got, want = float(fn(batch, scale)), clip_loss_floor(batch, scale)
+        if math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6):
+            continue
+        if math.isclose(got, math.log1p((batch - 1) * math.exp(-2 * scale)), rel_tol=1e-4):
+            raise AssertionError(
+                "that floor puts every wrong pair at cosine -1, which B > 2 unit vectors cannot all reach: at "
+                "best they sit at the corners of a regular simplex, at cosine -1/(B-1) from each other"
+            )
+        if math.isclose(got, math.log(batch), rel_tol=1e-4):
+            raise AssertionError("log(B) is the loss of a model that has learnt nothing (all logits equal)")
+        raise AssertionError(f"floor({batch}, {scale}): expected {want:.4f}, got {got:.4f}")
+    for batch, scale, loss in measured:
+        floor = float(fn(batch, scale))
+        assert loss >= floor - 1e-3, (
+            f"a measured loss {loss:.3f} (scale {scale:.1f}) lies below your floor {floor:.3f}"
+        )
