@@ -2,6 +2,10 @@
 # Everything runs inside .venv, created on first use and reused afterwards.
 
 PYTHON   ?= python3
+# The interpreter behind $(PYTHON); pyenv's shims answer `python3.12` only for the active version, so fall back
+# to pyenv's own copy of that version (e.g. `make test PYTHON=python3.12` on a machine with several Pythons).
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || \
+	ls -d "$$(pyenv root 2>/dev/null)"/versions/$(patsubst python%,%,$(PYTHON))*/bin/$(PYTHON) 2>/dev/null | tail -n 1)
 VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
@@ -32,7 +36,8 @@ help: ## list the targets
 	@echo "Variables: PROFILE=quick|full  DEVICE=cpu|cuda|mps  DATASET=...  NOTEBOOKS='week6/01 ...'"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-app.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON_EXE)" || { echo "$(PYTHON) not found: install it or pass PYTHON=python3.11 (or 3.12)" >&2; exit 1; }
+	$(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
