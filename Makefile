@@ -17,7 +17,8 @@ DATASET  ?=
 NOTEBOOKS ?=
 # The practice project's web app (make app): its port; Chromium drives it in tests/test_app_browser.py.
 PORT     ?= 7860
-CHROMIUM := /usr/bin/chromium
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 
 # The venv's tools first on PATH, so the `python3` kernel is the venv's Python.
 export PATH := $(abspath $(BIN)):$(PATH)
