@@ -115,16 +115,16 @@ class PeakMemory:
         return f"{self.mib:.2f} MiB on {self.device} ({self.method})"
 
 
-def _tensors(obj) -> Iterator[torch.Tensor]:
+def tensors_in(obj) -> Iterator[torch.Tensor]:
     """The tensors in an op's arguments or result (nested in tuples, lists, named tuples, dicts)."""
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, (tuple, list)):
         for item in obj:
-            yield from _tensors(item)
+            yield from tensors_in(item)
     elif isinstance(obj, dict):
         for item in obj.values():
-            yield from _tensors(item)
+            yield from tensors_in(item)
 
 
 def _cpu_storage(t: torch.Tensor) -> torch.UntypedStorage | None:
@@ -157,9 +157,9 @@ class _LiveTensorBytes(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)  # the mode is off inside this handler: no recursion
-        new = [s for t in _tensors(result) if (s := _cpu_storage(t)) is not None and id(s) not in self.live]
+        new = [s for t in tensors_in(result) if (s := _cpu_storage(t)) is not None and id(s) not in self.live]
         if new:
-            inputs = {id(s) for t in _tensors((args, kwargs)) if (s := _cpu_storage(t)) is not None}
+            inputs = {id(s) for t in tensors_in((args, kwargs)) if (s := _cpu_storage(t)) is not None}
             for storage in new:
                 if id(storage) not in inputs and id(storage) not in self.live and storage.nbytes() > 0:
                     self._allocated(storage)

@@ -41,6 +41,8 @@ from unittest import mock
 import torch
 from torch.overrides import TorchFunctionMode
 
+from common.benchmark import tensors_in
+
 # The emulated accelerator: a real CPU device, distinct from torch.device("cpu") (which stays "the host").
 DEVICE = torch.device("cpu", 0)
 _MARK = "_on_emulated_device"  # set in the __dict__ of a storage: every view of it is on the device
@@ -79,17 +81,6 @@ def _mark(t: torch.Tensor) -> torch.Tensor:
     if storage is not None:
         storage.__dict__[_MARK] = True
     return t
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            yield from _tensors(o)
 
 
 def _is_device(d) -> bool | None:
@@ -137,13 +128,13 @@ class EmulatedDevice(TorchFunctionMode):
         if name in ("to", "cpu", "cuda", "type_as"):
             return self._move(func, name, args, kwargs)
 
-        tensors = list(_tensors((args, kwargs)))
+        tensors = list(tensors_in((args, kwargs)))
         target = _is_device(kwargs.get("device"))  # factories: torch.zeros(..., device=device)
         if target is None:
             target = any(on_device(t) for t in tensors)
             if name == "__getitem__":  # CUDA accepts CPU index tensors into a device tensor, not the reverse
                 target = on_device(args[0])
-                index = [t for t in _tensors(args[1:]) if on_device(t) and t.dim() > 0]
+                index = [t for t in tensors_in(args[1:]) if on_device(t) and t.dim() > 0]
                 if index and not target:
                     self._fail(name, index, [args[0]])
             elif target and name not in _MIXING_ALLOWED:
@@ -153,7 +144,7 @@ class EmulatedDevice(TorchFunctionMode):
             raise DeviceMismatchError(f"{name}: a CPU torch.Generator cannot draw tensors on the device.")
         out = func(*args, **kwargs)
         if target and name not in _MIXING_ALLOWED:
-            for t in _tensors(out):
+            for t in tensors_in(out):
                 _mark(t)
         return out
 
