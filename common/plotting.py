@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,18 +28,46 @@ def set_style() -> None:
     )
 
 
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from (?:current font|font\(s\) (.*?))\.?$")
+
+
+def render_checking_glyphs(fig: plt.Figure, render=None) -> None:
+    """Render ``fig`` (``render()``, default: draw its canvas) and raise if a character had no glyph in the font.
+
+    Matplotlib only warns when a font lacks a character and then draws an empty box (the figure's Korean text,
+    say, turns into squares). The course's figures are in English with the default font; this turns a missing
+    glyph into an error that names the characters, so a figure cannot silently lose its text on some machine.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (render or fig.canvas.draw)()
+    found = [m for w in caught if (m := _MISSING_GLYPH.search(str(w.message)))]
+    missing = "".join(sorted({chr(int(m.group(1))) for m in found}))
+    fonts = ", ".join(sorted({m.group(2) or "the current font" for m in found}))
+    for w in caught:  # everything else is passed on as it came
+        if not _MISSING_GLYPH.search(str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if missing:
+        raise ValueError(
+            f'the figure\'s font ({fonts}) has no glyph for "{missing}": '
+            "these characters would render as empty boxes. Keep figure text in English, or install a font that "
+            "has them through a package (e.g. koreanize-matplotlib for Hangul) and select it in rcParams."
+        )
+
+
 def savefig(fig: plt.Figure, name: str, show: bool = True) -> None:
     """Save ``fig`` as ``outputs/<name>`` (e.g. ``"week6/01_scaling_effect.png"``), show it inline, close it.
 
     The file goes to :func:`common.course.outputs_dir`; the path printed is relative to it, so notebook
     outputs do not depend on the machine. Shows the figure only with ``show`` inside IPython. Returns nothing,
-    so a notebook cell ending in ``savefig(...)`` shows no extra output.
+    so a notebook cell ending in ``savefig(...)`` shows no extra output. Raises if a character of the figure's
+    text has no glyph in its font (:func:`render_checking_glyphs`).
     """
     path = Path(name)
     if path.suffix != ".png" or len(path.parts) != 2:
         raise ValueError(f"figure name must look like 'week6/01_name.png', got {name!r}.")
     target = outputs_dir(path.parts[0]) / path.name
-    fig.savefig(target)
+    render_checking_glyphs(fig, lambda: fig.savefig(target))
     print(f"saved outputs/{path.as_posix()}")  # relative to the outputs folder: the same on every machine
     if show:
         try:

@@ -1,6 +1,6 @@
 """Training-step throughput of our VisionTransformer against timm's, same config, same run.
 
-    .venv/bin/python -m scripts.benchmark_vit                  # CPU, the week-4 default config
+    .venv/bin/python -m scripts.benchmark_vit                  # CPU, lab 4.1's ViT (common.reference_models.VIT_MODEL)
     .venv/bin/python -m scripts.benchmark_vit --device cuda --img-size 224 --patch-size 16 \\
         --embed-dim 384 --depth 12 --heads 6 --batch 64       # ViT-S/16 on a GPU
 
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import torch.utils.benchmark as torch_benchmark
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from common.reference_models import VIT_MODEL, VIT_SIZES
 from common.runtime import get_device, seed_everything
 from common.timm_interop import load_timm_weights
 from common.vit import VisionTransformer
@@ -42,12 +43,14 @@ def main(argv=None) -> float:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--patch-size", type=int, default=4)
-    parser.add_argument("--embed-dim", type=int, default=192)
-    parser.add_argument("--depth", type=int, default=6)
-    parser.add_argument("--heads", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64)
+    # defaults: the course's ViT and the quick profile's batch
+    parser.add_argument("--img-size", type=int, default=VIT_MODEL["img_size"])
+    parser.add_argument("--patch-size", type=int, default=VIT_MODEL["patch_size"])
+    parser.add_argument("--embed-dim", type=int, default=VIT_MODEL["embed_dim"])
+    parser.add_argument("--depth", type=int, default=VIT_MODEL["depth"])
+    parser.add_argument("--heads", type=int, default=VIT_MODEL["num_heads"])
+    parser.add_argument("--mlp-ratio", type=float, default=VIT_MODEL["mlp_ratio"])
+    parser.add_argument("--batch", type=int, default=VIT_SIZES["quick"]["batch_size"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--min-run-time", type=float, default=1.0, help="seconds per measurement")
     args = parser.parse_args(argv)
@@ -57,15 +60,16 @@ def main(argv=None) -> float:
     config = dict(
         img_size=args.img_size,
         patch_size=args.patch_size,
-        num_classes=10,
+        num_classes=VIT_MODEL["num_classes"],
         embed_dim=args.embed_dim,
         depth=args.depth,
         num_heads=args.heads,
+        mlp_ratio=args.mlp_ratio,
     )
     timm_model = TimmViT(**config).to(device).train()
     ours = load_timm_weights(VisionTransformer(**config), timm_model.state_dict()).to(device).train()
     images = torch.randn(args.batch, 3, args.img_size, args.img_size, device=device)
-    labels = torch.randint(0, 10, (args.batch,), device=device)
+    labels = torch.randint(0, config["num_classes"], (args.batch,), device=device)
     timers = {
         "ours": train_step_timer(ours, images, labels, device),
         "timm": train_step_timer(timm_model, images, labels, device),

@@ -22,6 +22,7 @@ from common import reference_models as ref
 from common.course import repo_root
 from common.datasets import SAMPLE_PHOTOS, generate_shapes
 from common.dino_eval import attention_iou
+from common.plotting import render_checking_glyphs
 
 sys.path.insert(0, str(repo_root() / "app"))
 
@@ -175,6 +176,7 @@ def test_a_tiny_benchmark_measures_every_column_quickly():
     assert abs(table.loc[0, "params_M"] - 11.69) < 0.01  # resnet18: 11.69 M parameters
     fig = bench.chart(table)
     assert len(fig.axes) == 3
+    render_checking_glyphs(fig)  # every label has a glyph in the font (no empty boxes)
     assert bench.top5(nets["resnet18"], np.zeros((50, 60, 3), np.uint8), 64) is not None
 
 
@@ -230,6 +232,7 @@ def test_course_vit_classifies_its_examples():
         assert abs(sum(result.probabilities.values()) - 1) < 1e-5
     assert result.heads.shape == (4, 32, 32) and result.rollout.shape == (32, 32)
     assert len(course_models.vit_figure(result).axes) == 6
+    render_checking_glyphs(course_models.vit_figure(result))
 
 
 def test_course_dino_iou_matches_the_course_evaluation():
@@ -244,6 +247,7 @@ def test_course_dino_iou_matches_the_course_evaluation():
     assert course_models.matching_mask(photo.pixels, ex) is None  # another image: no true mask
     figure, message = ui.on_dino(ex.pixels, ex)
     assert "IoU with the true mask" in message
+    render_checking_glyphs(figure)
     assert "no true mask" in ui.on_dino(photo.pixels, None)[1]
 
 

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from common.plotting import attention_heatmap, savefig  # noqa: E402
+from common.plotting import attention_heatmap, render_checking_glyphs, savefig  # noqa: E402
 
 
 def test_savefig_writes_under_the_outputs_folder_and_prints_a_relative_path(capsys, tmp_path, monkeypatch):
@@ -29,3 +29,22 @@ def test_attention_heatmap_draws_the_matrix():
     with pytest.raises(ValueError, match="2-D"):
         attention_heatmap(torch.rand(2, 3, 3))
     plt.close("all")
+
+
+def test_a_character_without_a_glyph_is_an_error_that_names_it(tmp_path, monkeypatch):
+    # Hangul and a private-use character are not in the default font (DejaVu Sans): matplotlib alone would
+    # only warn and draw empty boxes.
+    monkeypatch.setenv("COURSE_OUTPUTS", str(tmp_path))
+    fig, ax = plt.subplots()
+    ax.set_title("attention 어텐션 \ue000")
+    with pytest.raises(ValueError, match="empty boxes") as err:
+        savefig(fig, "tests/01_glyphs.png", show=False)
+    assert all(ch in str(err.value) for ch in "어텐션\ue000")
+    plt.close("all")
+
+
+def test_english_text_and_mathtext_render_without_complaint():
+    fig, ax = plt.subplots()
+    ax.set_title(r"softmax($QK^\top/\sqrt{d_k}$) · 32×32 — α, β, ≈, →")
+    render_checking_glyphs(fig)  # raises if any glyph were missing
+    plt.close(fig)
