@@ -2,11 +2,23 @@
 
 Mask convention (the same as ``torch.nn.functional.scaled_dot_product_attention``): a boolean mask
 is ``True`` where a query MAY attend to a key; a float mask is added to the scores.
+
+Public API
+----------
+- :func:`scaled_dot_product_attention`, :func:`causal_mask`, :func:`padding_mask`, :class:`MultiHeadAttention`.
+- Small functions that are also the reference solutions of labs 6.1 and 6.2's exercises:
+  :func:`softmax_with_temperature`, :func:`most_attended_word`, :func:`self_attention`,
+  :func:`attention_layer_flops` (lab 6.2's exercise 3 lives with ``head_diversity`` in
+  ``common.attention_analysis``).
+- The exercises' self-checks (each raises AssertionError with a hint): lab 6.1 :func:`check_attention`,
+  :func:`check_attention_prediction`, :func:`check_softmax_with_temperature`; lab 6.2
+  :func:`check_self_attention`, :func:`check_attention_layer_flops`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,3 +127,155 @@ class MultiHeadAttention(nn.Module):
             weights = None
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))  # concat heads, mix
         return (out, weights) if return_attention else out
+
+
+# ------------------------------------------------------------------------------ small reference functions
+def softmax_with_temperature(scores: Tensor, tau: float) -> Tensor:
+    """softmax(scores / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.
+    Attention's 1/sqrt(d_k) is the temperature tau = sqrt(d_k)."""
+    return (scores / tau).softmax(dim=-1)
+
+
+def most_attended_word(tokens: Sequence[str], queries: Tensor, keys: Tensor, *, word: str) -> str:
+    """The token that ``word`` (its first occurrence) gives the largest weight in softmax(Q Kᵀ / sqrt(d_k))."""
+    _, weights = scaled_dot_product_attention(queries, keys, keys)
+    return tokens[int(weights[list(tokens).index(word)].argmax())]
+
+
+def self_attention(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Tensor:
+    """Single-head self-attention of ``x`` (n, d) with projections (d, d_k), (d, d_k), (d, d_v): (n, d_v)."""
+    return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)[0]
+
+
+def attention_layer_flops(n: int, d: int) -> int:
+    """FLOPs of :class:`MultiHeadAttention` (d) on one (1, n, d) sequence, a multiply-add counting 2 (as torch's
+    FlopCounterMode does; biases and softmax are not counted): the fused QKV projection 6nd², the scores QKᵀ
+    2n²d, the weighted sum 2n²d and the output projection 2nd², i.e. 8nd² + 4n²d whatever the number of heads."""
+    return 2 * n * d * (3 * d) + 2 * n * n * d + 2 * n * n * d + 2 * n * d * d
+
+
+# ------------------------------------------------------------------------------------------ exercise checks
+def _returned(got: object, shape: tuple[int, ...]) -> Tensor:
+    if isinstance(got, tuple):
+        raise AssertionError(
+            "return the output tensor only (the weighted values), not a tuple such as (output, weights)"
+        )
+    assert isinstance(got, Tensor), f"return a torch.Tensor, got {type(got).__name__}"
+    assert tuple(got.shape) == shape, f"the output should have shape {shape}, got {tuple(got.shape)}"
+    return got
+
+
+def _explain_attention_mistake(got: Tensor, q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
+    """Raise an AssertionError naming the usual slip if ``got`` equals one; otherwise a generic one."""
+    d_k = q.shape[-1]
+    scores = q @ k.transpose(-2, -1)
+    slips = {
+        "you did not scale the scores: divide Q Kᵀ by sqrt(d_k) before the softmax": scores.softmax(-1) @ v,
+        "you divided by d_k; divide by sqrt(d_k)": (scores / d_k).softmax(-1) @ v,
+        "the softmax runs over the wrong axis: normalise over the keys (dim=-1), so that each query's weights "
+        "sum to 1": (scores / math.sqrt(d_k)).softmax(-2) @ v,
+    }
+    for message, wrong in slips.items():
+        if torch.allclose(got, wrong, atol=1e-5):
+            raise AssertionError(message)
+    raise AssertionError(
+        f"the values differ from {name}: scores Q Kᵀ, divide by sqrt(d_k), softmax over the keys, times V"
+    )
+
+
+def check_attention(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
+    """Lab 6.1, exercise 1: ``fn(q, k, v)`` must equal ``torch.nn.functional.scaled_dot_product_attention``."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (
+        torch.randn(2, 5, 8, generator=g),
+        torch.randn(2, 7, 8, generator=g),
+        torch.randn(2, 7, 3, generator=g),
+    )
+    got = _returned(fn(q.clone(), k.clone(), v.clone()), (2, 5, 3))
+    if not torch.allclose(got, F.scaled_dot_product_attention(q, k, v), atol=1e-5):
+        _explain_attention_mistake(got, q, k, v, "torch's F.scaled_dot_product_attention")
+
+
+def check_attention_prediction(
+    prediction: str | None, tokens: Sequence[str], queries: Tensor, keys: Tensor, *, word: str = "dog"
+) -> None:
+    """Lab 6.1, exercise 2: ``prediction`` must be the word that ``word`` attends to most (a word tied with it
+    counts too) in softmax(queries keysᵀ / sqrt(d_k)); raises NotImplementedError while it is None."""
+    if prediction is None:
+        raise NotImplementedError
+    tokens = list(tokens)
+    assert word in tokens, f"the check looks at '{word}': put '{word}' in your sentence"
+    assert prediction in tokens, f"predict a word of your sentence {tokens}, got '{prediction}'"
+    _, weights = scaled_dot_product_attention(queries, keys, keys)
+    row = weights[tokens.index(word)]
+    actual = most_attended_word(tokens, queries, keys, word=word)
+    got = max(float(row[j]) for j, t in enumerate(tokens) if t == prediction)
+    if got < float(row.max()) - 1e-6:
+        raise AssertionError(
+            f"'{word}' attends most to '{actual}' ({float(row.max()):.2f}); '{prediction}' gets {got:.2f}. "
+            f"Which features does W_Q make '{word}' look for, and which words of the sentence have them?"
+        )
+
+
+def check_softmax_with_temperature(fn: Callable[[Tensor, float], Tensor]) -> None:
+    """Lab 6.1, exercise 3: ``fn(scores, tau)`` must equal softmax(scores / tau) over the last axis, and
+    tau = sqrt(d_k) must give the weights of :func:`scaled_dot_product_attention`."""
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(10, 12, generator=g) * 5
+    for tau in (0.5, 1.0, 2.0, 8.0):
+        got = fn(scores.clone(), tau)
+        assert isinstance(got, Tensor) and got.shape == scores.shape, (
+            f"return weights of the scores' shape {tuple(scores.shape)}"
+        )
+        if torch.allclose(got, torch.softmax(scores / tau, dim=-1), atol=1e-6):
+            continue
+        if torch.allclose(got, torch.softmax(scores * tau, dim=-1), atol=1e-6):
+            raise AssertionError(
+                "you multiplied the scores by tau; divide them: a higher temperature must flatten the weights"
+            )
+        if not torch.allclose(got.sum(-1), torch.ones(10), atol=1e-5):
+            raise AssertionError(
+                "each row of weights must sum to 1: take the softmax over the last axis (dim=-1)"
+            )
+        raise AssertionError(f"tau={tau}: expected softmax(scores / tau) over the last axis")
+    q, k = torch.randn(4, 64, generator=g), torch.randn(6, 64, generator=g)
+    assert torch.allclose(fn(q @ k.T, 8.0), scaled_dot_product_attention(q, k, k)[1], atol=1e-6), (
+        "tau = sqrt(d_k) = 8 should reproduce the attention weights for d_k = 64"
+    )
+
+
+def check_self_attention(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> None:
+    """Lab 6.2, exercise 1: ``fn(x, w_q, w_k, w_v)`` must equal torch's SDPA on the projected inputs."""
+    g = torch.Generator().manual_seed(1)
+    x, w_q, w_k, w_v = (torch.randn(*s, generator=g) for s in ((5, 8), (8, 4), (8, 4), (8, 3)))
+    got = _returned(fn(x.clone(), w_q.clone(), w_k.clone(), w_v.clone()), (5, 3))
+    q, k, v = x @ w_q, x @ w_k, x @ w_v
+    if torch.allclose(got, F.scaled_dot_product_attention(q, k, v), atol=1e-5):
+        return
+    if torch.allclose(got, (q @ k.T / math.sqrt(x.shape[-1])).softmax(-1) @ v, atol=1e-5):
+        raise AssertionError(
+            "you divided by sqrt of the input width d = 8; divide by sqrt(d_k) = 4, the width of the projected "
+            "queries and keys (w_q.shape[1])"
+        )
+    _explain_attention_mistake(got, q, k, v, "F.scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)")
+
+
+def check_attention_layer_flops(fn: Callable[[int, int], int]) -> None:
+    """Lab 6.2, exercise 2: ``fn(n, d)`` must equal :func:`attention_layer_flops` (which the tests check against
+    torch's FlopCounterMode on :class:`MultiHeadAttention`)."""
+    for n, d in ((8, 16), (50, 32), (7, 64), (1, 8)):
+        got, want = fn(n, d), attention_layer_flops(n, d)
+        if got == want:
+            continue
+        mult_add = "a multiply-add counts 2 FLOPs: a product of (m, k) and (k, p) matrices costs 2mkp"
+        slips = (
+            (4 * n * d * d + 2 * n * n * d, mult_add),
+            (6 * n * d * d + 4 * n * n * d, "you left out the output projection W_O (d -> d): 2nd² more"),
+            (8 * n * d * d + 2 * n * n * d, "there are two n² products, Q Kᵀ and weights · V, each 2n²d"),
+            (2 * n * d * d + 4 * n * n * d, "the fused QKV projection maps d -> 3d: 6nd², not 2nd²"),
+            (4 * n * n * d, "count the projections too (QKV and output: 8nd²), not just the n² part"),
+        )
+        for wrong, message in slips:
+            if got == wrong:
+                raise AssertionError(message)
+        raise AssertionError(f"n={n}, d={d}: expected {want:,} FLOPs, got {got:,}")

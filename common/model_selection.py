@@ -5,12 +5,14 @@ user's device* (latency, peak memory) by the user's budgets, keeps the models th
 prefers those that suit the amount of labelled data, and ranks what is left by quoted ImageNet top-1
 accuracy. Every exclusion and the final choice come with a sentence saying why.
 
-The accuracies are quoted, not measured here: each carries its source.
+The accuracies are quoted, not measured here: each carries its source and its **protocol** (what data
+the weights saw and how the accuracy was read out). Top-1s of different protocols are not like for
+like; the recommendation says so whenever it ranks across protocols, and names the best of each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 TASKS = {
@@ -23,16 +25,26 @@ DATA_SIZES = {
     "medium": "a moderate labelled set (roughly 10k-1M)",
     "large": "a large labelled set (roughly > 1M)",
 }
+# How a quoted ImageNet-1k top-1 was obtained. The same backbone scores differently under each: more
+# pre-training data raises it, a frozen backbone read out by a linear classifier lowers it.
+PROTOCOLS = {
+    "in1k": "supervised training on ImageNet-1k only (1.28 M labelled images), whole network trained",
+    "in21k-ft-in1k": "supervised pre-training on ImageNet-21k (about 14 M images), then fine-tuned on ImageNet-1k",
+    "ssl-linear": "self-supervised pre-training without labels (DINOv2: LVD-142M, distilled from ViT-g/14), "
+    "backbone frozen, a linear classifier trained on ImageNet-1k",
+}
 REQUIRED_KEYS = (
     "model",
     "family",
     "latency_ms",
     "peak_memory_mb",
     "top1",
+    "protocol",
     "hierarchical",
     "self_supervised",
     "convolutional",
 )
+CONSTRAINT_KEYS = ("task", "latency_budget_ms", "memory_budget_mb", "data_size")  # recommend()'s keywords
 
 TIMM_CSV = (
     "timm results/results-imagenet.csv (huggingface/pytorch-image-models, commit 0173a13), "
@@ -45,63 +57,92 @@ class Quoted:
     """An ImageNet-1k top-1 accuracy quoted from a published source, not measured in this course."""
 
     top1: float
-    resolution: int
+    resolution: int  # test resolution, px
+    protocol: str  # a key of PROTOCOLS
     source: str
 
 
 # Keyed by the timm architecture the notebook builds (randomly initialised, pretrained=False).
 QUOTED_TOP1: dict[str, Quoted] = {
     # quick-profile variants
-    "resnet18": Quoted(69.76, 224, TIMM_CSV.format(row="resnet18.tv_in1k (torchvision weights)", res=224)),
-    "efficientnet_b0": Quoted(77.69, 224, TIMM_CSV.format(row="efficientnet_b0.ra_in1k", res=224)),
+    "resnet18": Quoted(
+        69.76, 224, "in1k", TIMM_CSV.format(row="resnet18.tv_in1k (torchvision weights)", res=224)
+    ),
+    "efficientnet_b0": Quoted(77.69, 224, "in1k", TIMM_CSV.format(row="efficientnet_b0.ra_in1k", res=224)),
     "vit_tiny_patch16_224": Quoted(
         75.45,
         224,
+        "in21k-ft-in1k",
         TIMM_CSV.format(row="vit_tiny_patch16_224.augreg_in21k_ft_in1k (ImageNet-21k pretraining)", res=224),
     ),
     "deit_tiny_patch16_224": Quoted(
-        72.17, 224, TIMM_CSV.format(row="deit_tiny_patch16_224.fb_in1k", res=224)
+        72.17,
+        224,
+        "in1k",
+        TIMM_CSV.format(row="deit_tiny_patch16_224.fb_in1k (without distillation)", res=224),
     ),
     "swin_tiny_patch4_window7_224": Quoted(
-        81.38, 224, TIMM_CSV.format(row="swin_tiny_patch4_window7_224.ms_in1k", res=224)
+        81.38, 224, "in1k", TIMM_CSV.format(row="swin_tiny_patch4_window7_224.ms_in1k", res=224)
     ),
     "convnext_tiny": Quoted(
-        82.1, 224, "ConvNeXt paper (Liu et al., CVPR 2022), Table 1: ConvNeXt-T, ImageNet-1k"
+        82.1,
+        224,
+        "in1k",
+        "ConvNeXt paper (Liu et al., CVPR 2022), Table 1, and the facebookresearch/ConvNeXt README: "
+        "ConvNeXt-T, ImageNet-1K trained, 224px",
     ),
     "vit_small_patch14_dinov2": Quoted(
         81.1,
         224,
+        "ssl-linear",
         "DINOv2 README (facebookresearch/dinov2), pretrained-models "
-        "table: ViT-S/14 distilled, ImageNet linear probe (k-NN: 79.0)",
+        "table: ViT-S/14 distilled, ImageNet linear (k-NN: 79.0); 224px crop of its eval transform",
     ),
     # full-profile sizes (the ones the lab guide compares)
-    "resnet50": Quoted(76.13, 224, TIMM_CSV.format(row="resnet50.tv_in1k (torchvision V1 weights)", res=224)),
+    "resnet50": Quoted(
+        76.13, 224, "in1k", TIMM_CSV.format(row="resnet50.tv_in1k (torchvision V1 weights)", res=224)
+    ),
     "tf_efficientnet_b7": Quoted(
         84.41,
         600,
+        "in1k",
         TIMM_CSV.format(row="tf_efficientnet_b7.aa_in1k (the paper's AutoAugment weights)", res=600),
     ),
     "vit_base_patch16_224": Quoted(
         81.79,
         224,
+        "in21k-ft-in1k",
         TIMM_CSV.format(
             row="vit_base_patch16_224.orig_in21k_ft_in1k (original ViT, ImageNet-21k pretraining)", res=224
         ),
     ),
     "deit_base_patch16_224": Quoted(
-        81.8, 224, "DeiT paper (Touvron et al., ICML 2021): DeiT-B without distillation, ImageNet-1k only"
+        81.8,
+        224,
+        "in1k",
+        "DeiT paper (Touvron et al., ICML 2021) and the facebookresearch/deit README: DeiT-base, "
+        "without distillation, ImageNet-1k only",
     ),
     "swin_base_patch4_window7_224": Quoted(
-        83.5, 224, "Swin paper (Liu et al., ICCV 2021), Table 1a: Swin-B, ImageNet-1k, 224px"
+        83.5,
+        224,
+        "in1k",
+        "Swin paper (Liu et al., ICCV 2021), Table 1a, and microsoft/Swin-Transformer get_started.md: "
+        "Swin-B, ImageNet-1K trained, 224px",
     ),
     "convnext_base": Quoted(
-        83.8, 224, "ConvNeXt paper (Liu et al., CVPR 2022), Table 1: ConvNeXt-B, ImageNet-1k"
+        83.8,
+        224,
+        "in1k",
+        "ConvNeXt paper (Liu et al., CVPR 2022), Table 1, and the facebookresearch/ConvNeXt README: "
+        "ConvNeXt-B, ImageNet-1K trained, 224px",
     ),
     "vit_base_patch14_dinov2": Quoted(
         84.5,
         224,
+        "ssl-linear",
         "DINOv2 README (facebookresearch/dinov2), pretrained-models "
-        "table: ViT-B/14 distilled, ImageNet linear probe (k-NN: 82.1)",
+        "table: ViT-B/14 distilled, ImageNet linear (k-NN: 82.1); 224px crop of its eval transform",
     ),
 }
 
@@ -158,7 +199,9 @@ def recommend(
        falling back to all if none fits).
     3. Small data prefers convolutional or self-supervised models (inductive bias or transferable
        features instead of many labels); the others stay as a fallback.
-    4. Among what is left, the highest quoted top-1 wins; ties go to the faster model.
+    4. Among what is left, the highest quoted top-1 wins; ties go to the faster model. Each accuracy is
+       shown with its protocol; when the ranked models span several protocols the reasons say that the
+       ranking crosses protocols (not like for like) and name the best model within each protocol.
     """
     rows = [dict(r) for r in table]
     _check(
@@ -230,13 +273,77 @@ def recommend(
     best = ordered[0]
     rec.model, rec.ranking = best["model"], [r["model"] for r in ordered]
     rec.reasons.append(
-        f"{best['model']} ({best['family']}) has the highest quoted top-1 ({best['top1']:.1f}%) of the "
+        f"{best['model']} ({best['family']}) has the highest quoted top-1 ({_accuracy(best)}) of the "
         f"{len(fits)} model(s) that fit; measured {best['latency_ms']:.1f} ms, "
         f"{best['peak_memory_mb']:.1f} MB"
     )
     if len(ordered) > 1:
         nxt = ordered[1]
-        rec.reasons.append(f"runner-up {nxt['model']}: top-1 {nxt['top1']:.1f}%, {nxt['latency_ms']:.1f} ms")
+        differs = "" if nxt["protocol"] == best["protocol"] else " (another protocol: not like for like)"
+        rec.reasons.append(
+            f"runner-up {nxt['model']}: top-1 {_accuracy(nxt)}{differs}, {nxt['latency_ms']:.1f} ms"
+        )
+    protocols = list(dict.fromkeys(r["protocol"] for r in ordered))  # in ranking order
+    if len(protocols) > 1:
+        best_of = [next(r for r in ordered if r["protocol"] == p) for p in protocols]
+        rec.reasons.append(
+            f"these top-1s come from {len(protocols)} protocols, which are not like for like; "
+            "best within each: " + ", ".join(f"{r['model']} {_accuracy(r)}" for r in best_of)
+        )
+    return rec
+
+
+def _accuracy(row: Mapping) -> str:
+    return f"{row['top1']:.1f}% {row['protocol']}"
+
+
+def example_constraints() -> dict:
+    """Exercise 3's worked reference: segmenting street scenes on a laptop CPU at 5 frames/s or more
+    (200 ms per image), with 500 MB for activations, from a few thousand labelled images."""
+    return dict(task="dense", latency_budget_ms=200.0, memory_budget_mb=500.0, data_size="medium")
+
+
+def check_constraints(fn: Callable[[], Mapping], table: Iterable[Mapping]) -> Recommendation:
+    """Exercise 3: ``fn()`` returns a project's constraints, the keywords of :func:`recommend`.
+
+    Checks what an open answer allows: the form (known keys, a known task and data size, budgets that are
+    positive numbers, at least one budget), then the consistency of the guide on ``table``: it finds a
+    model, and every model it ranks meets the stated budgets (and, for ``dense``, is hierarchical).
+    Returns the recommendation, for the student to read."""
+    constraints = fn()
+    assert isinstance(constraints, Mapping), f"return a dict of constraints, got {type(constraints).__name__}"
+    unknown = sorted(set(constraints) - set(CONSTRAINT_KEYS))
+    assert not unknown, f"unknown keys {unknown}: use {list(CONSTRAINT_KEYS)} (the keywords of recommend())"
+    task, data_size = constraints.get("task", "classification"), constraints.get("data_size", "medium")
+    assert task in TASKS, (
+        f"task {task!r} is not one of {sorted(TASKS)} (detection and segmentation are 'dense')"
+    )
+    assert data_size in DATA_SIZES, f"data_size {data_size!r} is not one of {sorted(DATA_SIZES)}"
+    budgets = {key: constraints.get(key) for key in ("latency_budget_ms", "memory_budget_mb")}
+    for key, value in budgets.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        assert value is None or (number and value > 0), (
+            f"{key} must be a positive number (or None for no limit), got {value!r}"
+        )
+    assert any(v is not None for v in budgets.values()), (
+        "state at least one budget (latency_budget_ms or memory_budget_mb): a project has limits"
+    )
+    rows = list(table)
+    rec = recommend(rows, **constraints)
+    assert rec.model is not None, (
+        "no model in the table meets these budgets; relax one (each model's broken limit is listed):\n"
+        + rec.explain()
+    )
+    by_name = {r["model"]: r for r in rows}
+    for name in rec.ranking:
+        row = by_name[name]
+        for key, column in (("latency_budget_ms", "latency_ms"), ("memory_budget_mb", "peak_memory_mb")):
+            assert budgets[key] is None or row[column] <= budgets[key], (
+                f"the guide ranked {name} although its {column} {row[column]:.1f} exceeds {key}={budgets[key]}"
+            )
+        assert task != "dense" or row["hierarchical"], (
+            f"the guide ranked single-scale {name} for a dense task"
+        )
     return rec
 
 

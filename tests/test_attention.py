@@ -5,7 +5,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.attention import MultiHeadAttention, causal_mask, padding_mask, scaled_dot_product_attention
+from common.attention import (
+    MultiHeadAttention,
+    attention_layer_flops,
+    causal_mask,
+    check_attention,
+    check_attention_layer_flops,
+    check_attention_prediction,
+    check_self_attention,
+    check_softmax_with_temperature,
+    most_attended_word,
+    padding_mask,
+    scaled_dot_product_attention,
+    self_attention,
+    softmax_with_temperature,
+)
+from common.benchmark import count_flops
+from common.course import check_exercise
 
 
 @pytest.fixture
@@ -121,3 +137,129 @@ def test_multihead_mask_equals_torch_key_padding_mask():
 def test_multihead_rejects_indivisible_dim():
     with pytest.raises(ValueError, match="not divisible by num_heads"):
         MultiHeadAttention(30, 4)
+
+
+# ------------------------------------------------------------------ the exercises' reference functions
+def test_softmax_with_temperature_by_hand():
+    # scores (0, ln 3) at tau = 1: weights 1/4, 3/4; at tau = 2: (0, ln 3 / 2) -> 1 / (1 + sqrt 3), sqrt 3 / (1 + sqrt 3)
+    scores = torch.tensor([[0.0, math.log(3.0)]])
+    torch.testing.assert_close(softmax_with_temperature(scores, 1.0), torch.tensor([[0.25, 0.75]]))
+    r3 = math.sqrt(3.0)
+    torch.testing.assert_close(
+        softmax_with_temperature(scores, 2.0), torch.tensor([[1 / (1 + r3), r3 / (1 + r3)]])
+    )
+
+
+def test_most_attended_word_by_hand():
+    # 'b' looks for feature 1, which only 'c' has
+    tokens = ["a", "b", "c"]
+    keys = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    queries = torch.tensor([[0.0, 0.0], [0.0, 5.0], [0.0, 0.0]])
+    assert most_attended_word(tokens, queries, keys, word="b") == "c"
+
+
+def test_self_attention_matches_torch_sdpa():
+    g = torch.Generator().manual_seed(3)
+    x, wq, wk, wv = (torch.randn(*s, generator=g) for s in ((6, 5), (5, 3), (5, 3), (5, 2)))
+    torch.testing.assert_close(
+        self_attention(x, wq, wk, wv), F.scaled_dot_product_attention(x @ wq, x @ wk, x @ wv)
+    )
+
+
+@pytest.mark.parametrize("n, d, heads", [(8, 16, 4), (50, 32, 2), (7, 64, 8), (1, 8, 1)])
+def test_attention_layer_flops_matches_torch_flop_counter(n, d, heads):
+    counted = count_flops(MultiHeadAttention(d, heads), torch.randn(1, n, d), return_attention=True)
+    assert attention_layer_flops(n, d) == counted
+
+
+# ------------------------------------------------------------------ the exercises' checks
+def _reference_attention(q, k, v):
+    return scaled_dot_product_attention(q, k, v)[0]
+
+
+def _prints(capsys, name, test) -> str:
+    check_exercise(name, test)
+    return capsys.readouterr().out
+
+
+def test_check_attention_passes_the_reference_and_explains_wrong_answers(capsys):
+    assert _prints(capsys, "attention", lambda: check_attention(_reference_attention)).startswith("[pass]")
+    unscaled = lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v  # noqa: E731
+    with pytest.raises(AssertionError, match="did not scale"):
+        check_attention(unscaled)
+    with pytest.raises(AssertionError, match="divided by d_k"):
+        check_attention(lambda q, k, v: (q @ k.transpose(-2, -1) / q.shape[-1]).softmax(-1) @ v)
+    with pytest.raises(AssertionError, match="wrong axis"):
+        check_attention(lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v)
+    with pytest.raises(AssertionError, match="not a tuple"):
+        check_attention(scaled_dot_product_attention)
+    out = _prints(capsys, "attention", lambda: check_attention(unscaled))
+    assert out.startswith("[fail] attention: you did not scale")
+
+
+def test_check_attention_prediction(capsys):
+    tokens = ["the", "dog", "sat"]
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    w_q = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 4.0], [0.0, 0.0, 0.0]])  # the noun looks for the verb
+    args = (tokens, x @ w_q, x)
+    assert most_attended_word(*args, word="dog") == "sat"
+    assert _prints(capsys, "predict", lambda: check_attention_prediction("sat", *args)).startswith("[pass]")
+    with pytest.raises(AssertionError, match="'dog' attends most to 'sat'"):
+        check_attention_prediction("the", *args)
+    with pytest.raises(AssertionError, match="a word of your sentence"):
+        check_attention_prediction("cat", *args)
+    with pytest.raises(AssertionError, match="put 'dog' in your sentence"):
+        check_attention_prediction("sat", ["the", "cat", "sat"], x @ w_q, x)
+    assert _prints(capsys, "predict", lambda: check_attention_prediction(None, *args)).startswith("[todo]")
+    assert _prints(capsys, "predict", lambda: check_attention_prediction("dog", *args)).startswith("[fail]")
+
+
+def test_check_attention_prediction_accepts_a_tied_word():
+    tokens = ["the", "dog", "the"]  # both 'the' have the same key, so they tie
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    queries = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    check_attention_prediction("the", tokens, queries, x)
+
+
+def test_check_softmax_with_temperature(capsys):
+    ok = _prints(capsys, "temperature", lambda: check_softmax_with_temperature(softmax_with_temperature))
+    assert ok.startswith("[pass]")
+    with pytest.raises(AssertionError, match="multiplied the scores by tau"):
+        check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
+    with pytest.raises(AssertionError, match="last axis"):
+        check_softmax_with_temperature(lambda s, tau: (s / tau).softmax(0))
+    bad = _prints(
+        capsys, "temperature", lambda: check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
+    )
+    assert bad.startswith("[fail]")
+
+
+def test_check_self_attention(capsys):
+    assert _prints(capsys, "self-attention", lambda: check_self_attention(self_attention)).startswith(
+        "[pass]"
+    )
+    with pytest.raises(AssertionError, match="input width"):
+        check_self_attention(
+            lambda x, wq, wk, wv: ((x @ wq) @ (x @ wk).T / math.sqrt(x.shape[-1])).softmax(-1) @ (x @ wv)
+        )
+    with pytest.raises(AssertionError, match="did not scale"):
+        check_self_attention(lambda x, wq, wk, wv: ((x @ wq) @ (x @ wk).T).softmax(-1) @ (x @ wv))
+    with pytest.raises(AssertionError, match="shape"):
+        check_self_attention(lambda x, wq, wk, wv: x)
+    bad = _prints(capsys, "self-attention", lambda: check_self_attention(lambda x, wq, wk, wv: x @ wv))
+    assert bad.startswith("[fail] self-attention: the values differ")
+
+
+def test_check_attention_layer_flops(capsys):
+    assert _prints(capsys, "flops", lambda: check_attention_layer_flops(attention_layer_flops)).startswith(
+        "[pass]"
+    )
+    with pytest.raises(AssertionError, match="multiply-add counts 2"):
+        check_attention_layer_flops(lambda n, d: 4 * n * d * d + 2 * n * n * d)
+    with pytest.raises(AssertionError, match="output projection"):
+        check_attention_layer_flops(lambda n, d: 6 * n * d * d + 4 * n * n * d)
+    with pytest.raises(AssertionError, match="two n² products"):
+        check_attention_layer_flops(lambda n, d: 8 * n * d * d + 2 * n * n * d)
+    with pytest.raises(AssertionError, match="count the projections too"):
+        check_attention_layer_flops(lambda n, d: 4 * n * n * d)
+    assert _prints(capsys, "flops", lambda: check_attention_layer_flops(lambda n, d: 0)).startswith("[fail]")

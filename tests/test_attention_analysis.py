@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
 
@@ -10,10 +11,13 @@ from common.attention import MultiHeadAttention
 from common.attention_analysis import (
     attention_entropy,
     attention_rollout,
+    check_max_head_diversity,
     head_distance_matrix,
     head_diversity,
+    max_head_diversity,
     mean_attention_distance,
 )
+from common.course import check_exercise
 
 
 def random_weights(*shape, seed=0):
@@ -106,3 +110,63 @@ def test_attention_rollout_is_the_product_of_residual_mixed_mean_attentions_last
 def test_attention_rollout_needs_a_layer():
     with pytest.raises(ValueError, match="at least one layer"):
         attention_rollout([])
+
+
+def _prints(capsys, name, test) -> str:
+    check_exercise(name, test)
+    return capsys.readouterr().out
+
+
+def _one_relation_per_head(groups: list[int], length: int = 6) -> torch.Tensor:
+    """(1, heads, L, L) weights: a head of relation r attends, one-hot, to key (i + r) mod L."""
+    i = torch.arange(length)
+    heads = [
+        F.one_hot((i + r) % length, length).float() for r, size in enumerate(groups) for _ in range(size)
+    ]
+    return torch.stack(heads)[None]
+
+
+@pytest.mark.parametrize("heads, relations", [(2, 3), (3, 3), (4, 3), (5, 3), (6, 2), (7, 3), (8, 3)])
+def test_max_head_diversity_is_the_best_assignment_measured_by_head_diversity(heads, relations):
+    # every way of giving the heads relations (group sizes summing to heads), measured with head_diversity
+    def splits(total, parts):
+        if parts == 1:
+            yield [total]
+            return
+        for first in range(total + 1):
+            for rest in splits(total - first, parts - 1):
+                yield [first, *rest]
+
+    best = max(head_diversity(_one_relation_per_head(sizes)) for sizes in splits(heads, relations))
+    assert max_head_diversity(heads, relations) == pytest.approx(best, abs=1e-6)
+
+
+def test_max_head_diversity_hand_values_and_errors():
+    assert max_head_diversity(4, 3) == pytest.approx(
+        5 / 6
+    )  # groups 2, 1, 1: 1 of the 6 pairs shares a relation
+    assert max_head_diversity(8, 3) == pytest.approx(
+        21 / 28
+    )  # groups 3, 3, 2: 3 + 3 + 1 of the 28 pairs share
+    with pytest.raises(ValueError, match="num_heads >= 2"):
+        max_head_diversity(1, 3)
+
+
+def test_check_max_head_diversity(capsys):
+    assert _prints(capsys, "diversity", lambda: check_max_head_diversity(max_head_diversity)).startswith(
+        "[pass]"
+    )
+    with pytest.raises(AssertionError, match="pigeonhole"):
+        check_max_head_diversity(lambda h, r: 1.0)
+    with pytest.raises(AssertionError, match="pairs of \\*different\\* heads"):
+
+        def with_self_pairs(h, r):
+            sizes = [h // r + (i < h % r) for i in range(r)]
+            return 1 - sum(s * s for s in sizes) / h**2
+
+        check_max_head_diversity(with_self_pairs)
+    with pytest.raises(AssertionError, match="as evenly as possible"):
+        check_max_head_diversity(lambda h, r: 1 - (h - r + 1) * (h - r) / (h * (h - 1)))
+    assert _prints(capsys, "diversity", lambda: check_max_head_diversity(lambda h, r: 0.5)).startswith(
+        "[fail]"
+    )

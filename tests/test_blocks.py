@@ -1,8 +1,20 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from common.blocks import FeedForward, TransformerBlock
+from common.blocks import (
+    FeedForward,
+    TransformerBlock,
+    check_layer_norm,
+    check_post_norm_forward,
+    check_rms_norm,
+    ffn_as_one_linear,
+    layer_norm,
+    post_norm_forward,
+    rms_norm,
+)
+from common.course import check_exercise
 
 
 def block_params_by_formula(d: int, d_ff: int) -> int:
@@ -83,3 +95,116 @@ def test_bad_options_raise_clear_errors():
         FeedForward(16, 32, activation="swish")
     with pytest.raises(ValueError, match="divisible"):
         TransformerBlock(18, 4)
+
+
+# ------------------------------------------------------------------ lab 6.4's exercises: references and checks
+def test_layer_norm_and_rms_norm_equal_torch():
+    g = torch.Generator().manual_seed(0)
+    x = 3 + 2 * torch.randn(2, 5, 8, generator=g)
+    gamma, beta = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    torch.testing.assert_close(
+        layer_norm(x, gamma, beta, eps=1e-5), F.layer_norm(x, (8,), gamma, beta, eps=1e-5)
+    )
+    ref = nn.RMSNorm(8, eps=1e-6)
+    with torch.no_grad():
+        ref.weight.copy_(gamma)
+        torch.testing.assert_close(rms_norm(x, gamma, eps=1e-6), ref(x))
+
+
+def test_post_norm_forward_of_a_pre_norm_block_equals_torchs_post_norm_layer():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 2, norm="pre").eval()
+    x = torch.randn(2, 6, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            post_norm_forward(block, x), torch_layer(block, norm_first=False)(x), atol=1e-5, rtol=0
+        )
+
+
+def test_ffn_without_activation_is_one_linear_map():
+    torch.manual_seed(0)
+    ffn = FeedForward(8, 32, activation="identity").eval()
+    x = torch.randn(4, 8)
+    # Written out: fc2(fc1(x)) = (x W1ᵀ + b1) W2ᵀ + b2, one (8 -> 8) matrix however wide the hidden layer.
+    w1, b1, w2, b2 = ffn.fc1.weight, ffn.fc1.bias, ffn.fc2.weight, ffn.fc2.bias
+    with torch.no_grad():
+        torch.testing.assert_close(ffn(x), (x @ w1.T + b1) @ w2.T + b2)
+        one = ffn_as_one_linear(ffn)
+        assert one.weight.shape == (8, 8)
+        torch.testing.assert_close(one(x), ffn(x), atol=1e-5, rtol=0)
+        gelu = FeedForward(8, 32).eval()
+        assert not torch.allclose(
+            ffn_as_one_linear(gelu)(x), gelu(x), atol=1e-3
+        )  # GELU's FFN is not one matrix
+
+
+def test_layer_norm_check_accepts_the_reference_and_names_the_slips(capsys):
+    check_layer_norm(layer_norm)
+    check_layer_norm(lambda x, g, b, eps=1e-5: F.layer_norm(x, (x.shape[-1],), g, b, eps))
+
+    def centred(x):
+        return x - x.mean(-1, keepdim=True)
+
+    with pytest.raises(AssertionError, match="biased variance"):
+        check_layer_norm(
+            lambda x, g, b, eps=1e-5: centred(x) / (x.var(-1, keepdim=True) + eps).sqrt() * g + b
+        )
+    with pytest.raises(AssertionError, match="inside the square root"):
+        check_layer_norm(
+            lambda x, g, b, eps=1e-5: centred(x) / (x.std(-1, unbiased=False, keepdim=True) + eps) * g + b
+        )
+    with pytest.raises(AssertionError, match="gamma and beta are missing"):
+        check_layer_norm(lambda x, g, b, eps=1e-5: F.layer_norm(x, (x.shape[-1],), eps=eps))
+    with pytest.raises(AssertionError, match="last dimension"):
+        check_layer_norm(
+            lambda x, g, b, eps=1e-5: (x - x.mean(0)) / (x.var(0, unbiased=False) + eps).sqrt() * g + b
+        )
+    check_exercise("Exercise 1", lambda: check_layer_norm(layer_norm))
+    check_exercise(
+        "Exercise 1", lambda: check_layer_norm(lambda x, g, b, eps=1e-5: F.layer_norm(x, (16,), eps=eps))
+    )
+    out = capsys.readouterr().out
+    assert "[pass] Exercise 1" in out and "[fail] Exercise 1: gamma and beta are missing" in out
+
+
+def test_post_norm_check_accepts_the_reference_and_names_the_slips(capsys):
+    check_post_norm_forward(post_norm_forward)
+
+    def pre_norm(b, x):
+        x = x + b.attn(b.norm1(x))
+        return x + b.mlp(b.norm2(x))
+
+    def swapped_norms(b, x):
+        x = b.norm2(x + b.attn(x))
+        return b.norm1(x + b.mlp(x))
+
+    with pytest.raises(AssertionError, match="pre-norm pass"):
+        check_post_norm_forward(lambda b, x: b(x))
+    with pytest.raises(AssertionError, match="pre-norm pass"):
+        check_post_norm_forward(pre_norm)
+    with pytest.raises(AssertionError, match="residual connections are missing"):
+        check_post_norm_forward(lambda b, x: b.norm2(b.mlp(b.norm1(b.attn(x)))))
+    with pytest.raises(AssertionError, match="swapped"):
+        check_post_norm_forward(swapped_norms)
+    check_exercise("Exercise 2", lambda: check_post_norm_forward(post_norm_forward))
+    check_exercise("Exercise 2", lambda: check_post_norm_forward(pre_norm))
+    out = capsys.readouterr().out
+    assert "[pass] Exercise 2" in out and "[fail] Exercise 2: that is the pre-norm pass" in out
+
+
+def test_rms_norm_check_accepts_the_reference_and_names_the_slips(capsys):
+    check_rms_norm(rms_norm)
+
+    def rms(x):
+        return x.pow(2).mean(-1, keepdim=True)
+
+    with pytest.raises(AssertionError, match="does not subtract the mean"):
+        check_rms_norm(lambda x, g, eps=1e-6: F.layer_norm(x, (x.shape[-1],), g, None, eps))
+    with pytest.raises(AssertionError, match="inside the square root"):
+        check_rms_norm(lambda x, g, eps=1e-6: x / (rms(x).sqrt() + eps) * g)
+    with pytest.raises(AssertionError, match="gamma is missing"):
+        check_rms_norm(lambda x, g, eps=1e-6: x / (rms(x) + eps).sqrt())
+    check_exercise("Exercise 3", lambda: check_rms_norm(rms_norm))
+    check_exercise("Exercise 3", lambda: check_rms_norm(lambda x, g, eps=1e-6: x / (rms(x) + eps).sqrt()))
+    out = capsys.readouterr().out
+    assert "[pass] Exercise 3" in out and "[fail] Exercise 3: gamma is missing" in out

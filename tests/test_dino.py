@@ -8,11 +8,18 @@ import torch
 from sklearn.metrics import jaccard_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from common.course import check_exercise
 from common.dino import (
+    COLLAPSE_WITHOUT,
     DINOHead,
     DINOLoss,
     MultiCropAugmentation,
     MultiCropWrapper,
+    center_update,
+    check_center_update,
+    check_collapse_predictions,
+    check_ema_update,
+    check_untextured_results,
     teacher_temperature_schedule,
     update_teacher,
 )
@@ -106,6 +113,18 @@ def test_centering_off_and_diagnostics():
     assert stats["teacher_entropy"] == pytest.approx(p_t.entropy().mean().item(), rel=1e-4)
     # cross-entropy = H(P_t) + KL(P_t || P_s), averaged over the same pairs
     assert loss.item() == pytest.approx(stats["teacher_entropy"] + stats["kl"], rel=1e-4)
+
+
+def test_center_update_equals_the_loss_modules_in_place_update():
+    torch.manual_seed(4)
+    loss_fn, center = DINOLoss(5, center_momentum=0.8), torch.zeros(1, 5)
+    for _ in range(3):
+        teacher = torch.randn(6, 5)
+        loss_fn.update_center(teacher)
+        center = center_update(center, teacher, 0.8)
+        torch.testing.assert_close(center, loss_fn.center)
+    hand = center_update(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 4.0], [4.0, 0.0]]), 0.5)
+    torch.testing.assert_close(hand, torch.tensor([[2.0, 1.0]]))  # 0.5 * (1, 0) + 0.5 * (3, 2)
 
 
 @pytest.mark.parametrize("kwargs", [dict(student_temp=0), dict(center_momentum=1.0)])
@@ -303,3 +322,78 @@ def test_without_sharpening_the_same_run_goes_uniform():
     # the check above can fail: with tau_t = tau_s the teacher's entropy climbs to log K (uniform collapse)
     entropy, log_k = _teacher_entropy(teacher_temp=0.1, warmup_teacher_temp=0.1)
     assert entropy[-5:].mean() > 0.95 * log_k
+
+
+# ------------------------------------------------------------------------------------------ exercises
+def test_collapse_predictions_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+    check_collapse_predictions(COLLAPSE_WITHOUT)
+    swapped = {**COLLAPSE_WITHOUT, "no centering": "uniform", "no sharpening": "one dimension"}
+    with pytest.raises(AssertionError, match="no centering: not 'uniform', because sharpening alone"):
+        check_collapse_predictions(swapped)
+    with pytest.raises(AssertionError, match="balance each other"):
+        check_collapse_predictions({**COLLAPSE_WITHOUT, "no local crops": "uniform"})
+    with pytest.raises(AssertionError, match="not one of"):
+        check_collapse_predictions({**COLLAPSE_WITHOUT, "no centering": "collapse"})
+    with pytest.raises(AssertionError, match="missing"):
+        check_collapse_predictions({"no centering": "one dimension"})
+    check_exercise("predictions", lambda: check_collapse_predictions(swapped))
+    assert "[fail] predictions: no centering: not 'uniform'" in capsys.readouterr().out
+
+
+def test_center_update_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+    check_center_update(center_update)
+    check_exercise("centering update", lambda: check_center_update(center_update))
+    assert "[pass] centering update" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="swapped"):
+        check_center_update(lambda c, t, m: (1 - m) * c + m * t.mean(0, keepdim=True))
+    with pytest.raises(AssertionError, match="batch sum"):
+        check_center_update(lambda c, t, m: m * c + (1 - m) * t.sum(0, keepdim=True))
+    with pytest.raises(AssertionError, match=r"shape \(1, K\)"):
+        check_center_update(lambda c, t, m: m * c + (1 - m) * t.mean(1, keepdim=True))
+
+    def in_place_only(center, teacher_out, m):
+        center.mul_(m).add_((1 - m) * teacher_out.mean(0, keepdim=True))
+
+    with pytest.raises(AssertionError, match="return the new center"):
+        check_center_update(in_place_only)
+    check_exercise("centering update", lambda: check_center_update(lambda c, t, m: t.mean(0, keepdim=True)))
+    assert "[fail] centering update: expected m * center" in capsys.readouterr().out
+
+
+def test_ema_check_accepts_the_reference_and_explains_wrong_answers():
+    check_ema_update(update_teacher)
+
+    def swapped(student, teacher, m):
+        for t, s in zip(teacher.parameters(), student.parameters()):
+            t.copy_((1 - m) * t + m * s)
+
+    def rebinds(student, teacher, m):
+        for t, s in zip(teacher.parameters(), student.parameters()):
+            t = m * t + (1 - m) * s  # noqa: F841 (the slip: a new tensor, the parameter is untouched)
+
+    def writes_the_student(student, teacher, m):
+        update_teacher(teacher, student, m)
+
+    with pytest.raises(AssertionError, match="swapped"):
+        check_ema_update(swapped)
+    with pytest.raises(AssertionError, match="did not change"):
+        check_ema_update(rebinds)
+    with pytest.raises(AssertionError, match="student changed"):
+        check_ema_update(writes_the_student)
+
+
+def test_untextured_results_check_accepts_plausible_results_and_explains_wrong_ones():
+    good = {
+        "DINO": {"knn": 0.40, "iou": 0.30},
+        "random init": {"knn": 0.25, "iou": 0.13},
+        "raw pixels": {"knn": 0.35},
+    }
+    check_untextured_results(good)
+    with pytest.raises(AssertionError, match="missing 'raw pixels'"):
+        check_untextured_results({k: v for k, v in good.items() if k != "raw pixels"})
+    with pytest.raises(AssertionError, match="fraction"):
+        check_untextured_results({**good, "DINO": {"knn": 40.0, "iou": 0.3}})
+    with pytest.raises(AssertionError, match="far below chance"):
+        check_untextured_results({**good, "DINO": {"knn": 0.01, "iou": 0.3}})
+    with pytest.raises(AssertionError, match="trained backbone"):
+        check_untextured_results({**good, "DINO": dict(good["random init"])})

@@ -89,3 +89,38 @@ def test_no_machine_specific_paths(nb):
     text = json.dumps(load(nb))
     for marker in ("/work/", "/tmp/", "/home/", "/root/", "/usr/", "site-packages", "C:\\\\"):
         assert marker not in text, f"machine-specific path {marker!r} in {nb}"
+
+
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=str)
+def test_title_goals_and_summary_also_in_korean(nb):
+    cells = [c for c in load(nb)["cells"] if c["cell_type"] == "markdown"]
+    title = source(cells[0])
+    assert re.search(r"^## 실습 \d\.\d", title, re.M), (
+        "a Korean subtitle line '## 실습 N.M: ...' under the title"
+    )
+    assert "학습 목표" in title, "Korean learning goals (학습 목표) in the title cell"
+    text = "\n".join(source(c) for c in cells)
+    assert re.search(r"^## Summary$", text, re.M) and re.search(r"^## 요약$", text, re.M), (
+        "an English '## Summary' and a Korean '## 요약'"
+    )
+    korean = text.split("\n## 요약\n", 1)[1].split("\n## ", 1)[0]
+    assert len(HANGUL.findall(korean)) > 100, "the Korean summary says what the English one says"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=str)
+def test_exercises_have_checks_and_a_solutions_section(nb):
+    cells = load(nb)["cells"]
+    text = "\n".join(source(c) for c in cells)
+    if "Exercise" not in text:
+        return
+    assert "## Solutions (open after trying)" in text, "reference solutions a student can open after trying"
+    assert "<summary>Solution" not in text, "one way: the Solutions section, not <details> cells"
+    solutions = cells[next(i for i, c in enumerate(cells) if source(c).startswith("## Solutions")) :]
+    run = [o for c in solutions if c["cell_type"] == "code" for o in c["outputs"]]
+    printed = "".join("".join(o.get("text", "")) for o in run)
+    assert "[pass]" in printed and "[fail]" not in printed and "[todo]" not in printed, (
+        "the Solutions section runs every exercise's check on its reference solution"
+    )

@@ -5,14 +5,19 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from common.course import check_exercise
 from common.positional import sincos_2d_encoding
 from common.timm_interop import load_timm_weights
 from common.vit import (
     PatchEmbedding,
     UnfoldPatchEmbedding,
     VisionTransformer,
+    check_patches,
+    check_tokens_and_attention_entries,
+    check_training_variants,
     image_to_patches,
     resample_pos_embed,
+    sequence_length,
 )
 
 TINY = dict(img_size=32, patch_size=4, num_classes=10, embed_dim=64, depth=2, num_heads=4)
@@ -110,3 +115,73 @@ def test_headless_model_returns_the_cls_feature_like_timm():
     with torch.no_grad():
         assert ours(x).shape == (2, 64)
         torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_sequence_length_counts_what_a_real_vit_sees():
+    assert sequence_length(224, 16) == (197, 197**2)  # the ViT paper's 14 x 14 patches + CLS
+    model = VisionTransformer(img_size=336, patch_size=14, num_classes=0, embed_dim=32, depth=1, num_heads=2)
+    maps = model.get_attention_maps(torch.zeros(1, 3, 336, 336))
+    tokens, entries = sequence_length(336, 14)
+    assert maps[0].shape[-2:] == (tokens, tokens) and maps[0][0, 0].numel() == entries
+    assert sequence_length((32, 48), 8, prefix_tokens=0) == (24, 576)
+
+
+# ------------------------------------------------------------------------------------------ exercises
+def test_patches_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+    check_patches(image_to_patches)
+    check_exercise("my_patches", lambda: check_patches(image_to_patches))
+    assert "[pass] my_patches" in capsys.readouterr().out
+
+    def pixel_major(x, p):  # each patch flattened as (p, p, C)
+        B, C, H, W = x.shape
+        return x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1).reshape(B, -1, C * p * p)
+
+    def column_major(x, p):  # patches listed column by column
+        B, C, H, W = x.shape
+        return x.reshape(B, C, H // p, p, W // p, p).permute(0, 4, 2, 1, 3, 5).reshape(B, -1, C * p * p)
+
+    with pytest.raises(AssertionError, match=r"\(C, p, p\), channel first"):
+        check_patches(pixel_major)
+    with pytest.raises(AssertionError, match="row-major"):
+        check_patches(column_major)
+    with pytest.raises(AssertionError, match="expected shape"):
+        check_patches(lambda x, p: x.flatten(2).transpose(1, 2))
+    with pytest.raises(AssertionError, match="not the patches"):
+        check_patches(lambda x, p: image_to_patches(x.flip(-1), p))
+    check_exercise("my_patches", lambda: check_patches(pixel_major))
+    assert "[fail] my_patches: each patch is flattened as (p, p, C)" in capsys.readouterr().out
+
+
+def test_token_count_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+    check_tokens_and_attention_entries(lambda: sequence_length(336, 14))
+    with pytest.raises(AssertionError, match="CLS token enters"):
+        check_tokens_and_attention_entries(lambda: (576, 576**2))
+    with pytest.raises(AssertionError, match=r"\(query, key\) pair"):
+        check_tokens_and_attention_entries(lambda: (577, 577))
+    with pytest.raises(AssertionError, match="16-pixel patch"):
+        check_tokens_and_attention_entries(lambda: sequence_length(336, 16))
+    with pytest.raises(AssertionError, match="a pair"):
+        check_tokens_and_attention_entries(lambda: 577)
+    check_exercise("tokens", lambda: check_tokens_and_attention_entries(lambda: (576, 576**2)))
+    assert "[fail] tokens: 576 is the number of patches" in capsys.readouterr().out
+
+
+def test_training_variants_check_accepts_consistent_results_and_explains_wrong_ones():
+    good = {
+        "baseline": {"accuracy": 0.79, "seconds_per_epoch": 14.0},
+        "sincos": {"accuracy": 0.77, "seconds_per_epoch": 14.5},
+        "patch 4": {"accuracy": 0.55, "seconds_per_epoch": 52.0},
+        "cluttered": {"accuracy": 0.50, "seconds_per_epoch": 14.2},
+    }
+    check_training_variants(good)
+    with pytest.raises(AssertionError, match="missing runs \\['cluttered'\\]"):
+        check_training_variants({k: v for k, v in good.items() if k != "cluttered"})
+    with pytest.raises(AssertionError, match="fraction"):
+        check_training_variants({**good, "sincos": {"accuracy": 77.0, "seconds_per_epoch": 14.5}})
+    with pytest.raises(AssertionError, match="patch size really changed"):
+        check_training_variants({**good, "patch 4": {"accuracy": 0.7, "seconds_per_epoch": 15.0}})
+    with pytest.raises(AssertionError, match="lacks \\['seconds_per_epoch'\\]"):
+        check_training_variants({**good, "baseline": {"accuracy": 0.79}})
+    same = {"accuracy": 0.5, "seconds_per_epoch": 10.0}
+    with pytest.raises(AssertionError, match="own model"):
+        check_training_variants(dict.fromkeys(good, same))
