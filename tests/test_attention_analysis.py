@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
+from test_attention import _prints  # check_exercise's printed line
 
 from common.attention import MultiHeadAttention
 from common.attention_analysis import (
@@ -17,7 +18,6 @@ from common.attention_analysis import (
     max_head_diversity,
     mean_attention_distance,
 )
-from common.course import check_exercise
 
 
 def random_weights(*shape, seed=0):
@@ -110,11 +110,6 @@ def test_attention_rollout_is_the_product_of_residual_mixed_mean_attentions_last
 def test_attention_rollout_needs_a_layer():
     with pytest.raises(ValueError, match="at least one layer"):
         attention_rollout([])
-
-
-def _prints(capsys, name, test) -> str:
-    check_exercise(name, test)
-    return capsys.readouterr().out
 
 
 def _one_relation_per_head(groups: list[int], length: int = 6) -> torch.Tensor:
