@@ -111,8 +111,8 @@ DINO_SIZES = {
         num_heads=2,
     ),
     "quick": dict(n_train=4000, n_test=1000, epochs=3, batch_size=64, n_local=4, out_dim=1024),
-    "full": dict(n_train=20000, n_test=2000, epochs=20, batch_size=64, n_local=4, out_dim=1024),
-    "course": dict(n_train=20000, n_test=2000, epochs=20, batch_size=64, n_local=4, out_dim=1024),
+    "full": dict(n_train=20000, n_test=2000, epochs=45, batch_size=64, n_local=4, out_dim=1024),
+    "course": dict(n_train=20000, n_test=2000, epochs=45, batch_size=64, n_local=4, out_dim=1024),
 }
 
 

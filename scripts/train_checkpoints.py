@@ -79,9 +79,9 @@ def train_vit(seed: int) -> dict:
     return checkpoints.record("vit_shapes", path, metrics=metrics, **provenance(seed, seconds))
 
 
-def train_dino_checkpoint(seed: int) -> dict:
+def train_dino_checkpoint(seed: int, workers: int = 1) -> dict:
     seed_everything(seed)
-    data = ref.dino_data("course", seed=seed)
+    data = ref.dino_data("course", seed=seed, workers=workers)
     dino = ref.new_dino("course")
     random_metrics = ref.dino_metrics(ref.new_dino_backbone("course"), data)
     trainer = DINOTrainer(dino, len(data.crops), batch_size=ref.dino_sizes("course")["batch_size"])
@@ -90,7 +90,7 @@ def train_dino_checkpoint(seed: int) -> dict:
         return knn_eval(backbone, data.bank, data.queries)
 
     start = time.perf_counter()
-    history = train_dino(trainer, data.crops, eval_fn=knn, eval_every=2, desc="DINO (course)")
+    history = train_dino(trainer, data.crops, eval_fn=knn, eval_every=5, desc="DINO (course)")
     seconds = time.perf_counter() - start
     for e in history.evals:
         print(f"epoch {e['epoch']:>3}: teacher k-NN {e['knn']:.3f}", flush=True)
@@ -115,11 +115,17 @@ def main(argv=None) -> None:
     p.add_argument("models", nargs="*", choices=MODELS, default=list(MODELS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that make DINO's multi-crop views (default 1: the augmentation runs beside the training)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in args.models:
-        entry = train_vit(args.seed) if name == "vit" else train_dino_checkpoint(args.seed)
+        entry = train_vit(args.seed) if name == "vit" else train_dino_checkpoint(args.seed, args.workers)
         print(
             f"{name}: {entry['metrics']} in {entry['train_seconds']} s -> checkpoints/{entry['file']}",
             flush=True,
