@@ -93,6 +93,18 @@ def test_the_manifest_lists_the_week4_models_within_the_size_budget():
     json.dumps(MANIFEST)  # plain data
 
 
+def test_make_checkpoints_runs_the_commands_the_manifest_records():
+    # the manifest's "exact command" is what `make checkpoints` runs, so a retrain reproduces the committed models
+    makefile = (checkpoints.course_dir().parent / "Makefile").read_text()
+    recipe = makefile.split("\ncheckpoints:", 1)[1].split("\n\n", 1)[0]
+    run = {
+        line.split("$(BIN)/", 1)[1].strip()
+        for line in recipe.splitlines()
+        if "scripts.train_checkpoints" in line
+    }
+    assert run == {entry["command"] for entry in MANIFEST.values()}
+
+
 @pytest.mark.parametrize("name", sorted(MANIFEST))
 def test_every_checkpoint_matches_its_sha256(name):
     path = checkpoints.course_dir() / MANIFEST[name]["file"]
