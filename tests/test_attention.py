@@ -21,7 +21,6 @@ from common.attention import (
     softmax_with_temperature,
 )
 from common.benchmark import count_flops
-from common.course import check_exercise
 
 
 @pytest.fixture
@@ -177,13 +176,8 @@ def _reference_attention(q, k, v):
     return scaled_dot_product_attention(q, k, v)[0]
 
 
-def _prints(capsys, name, test) -> str:
-    check_exercise(name, test)
-    return capsys.readouterr().out
-
-
-def test_check_attention_passes_the_reference_and_explains_wrong_answers(capsys):
-    assert _prints(capsys, "attention", lambda: check_attention(_reference_attention)).startswith("[pass]")
+def test_check_attention_passes_the_reference_and_explains_wrong_answers(exercise_output):
+    assert exercise_output("attention", lambda: check_attention(_reference_attention)).startswith("[pass]")
     unscaled = lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v  # noqa: E731
     with pytest.raises(AssertionError, match="did not scale"):
         check_attention(unscaled)
@@ -193,25 +187,25 @@ def test_check_attention_passes_the_reference_and_explains_wrong_answers(capsys)
         check_attention(lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v)
     with pytest.raises(AssertionError, match="not a tuple"):
         check_attention(scaled_dot_product_attention)
-    out = _prints(capsys, "attention", lambda: check_attention(unscaled))
+    out = exercise_output("attention", lambda: check_attention(unscaled))
     assert out.startswith("[fail] attention: you did not scale")
 
 
-def test_check_attention_prediction(capsys):
+def test_check_attention_prediction(exercise_output):
     tokens = ["the", "dog", "sat"]
     x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     w_q = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 4.0], [0.0, 0.0, 0.0]])  # the noun looks for the verb
     args = (tokens, x @ w_q, x)
     assert most_attended_word(*args, word="dog") == "sat"
-    assert _prints(capsys, "predict", lambda: check_attention_prediction("sat", *args)).startswith("[pass]")
+    assert exercise_output("predict", lambda: check_attention_prediction("sat", *args)).startswith("[pass]")
     with pytest.raises(AssertionError, match="'dog' attends most to 'sat'"):
         check_attention_prediction("the", *args)
     with pytest.raises(AssertionError, match="a word of your sentence"):
         check_attention_prediction("cat", *args)
     with pytest.raises(AssertionError, match="put 'dog' in your sentence"):
         check_attention_prediction("sat", ["the", "cat", "sat"], x @ w_q, x)
-    assert _prints(capsys, "predict", lambda: check_attention_prediction(None, *args)).startswith("[todo]")
-    assert _prints(capsys, "predict", lambda: check_attention_prediction("dog", *args)).startswith("[fail]")
+    assert exercise_output("predict", lambda: check_attention_prediction(None, *args)).startswith("[todo]")
+    assert exercise_output("predict", lambda: check_attention_prediction("dog", *args)).startswith("[fail]")
 
 
 def test_check_attention_prediction_accepts_a_tied_word():
@@ -221,21 +215,21 @@ def test_check_attention_prediction_accepts_a_tied_word():
     check_attention_prediction("the", tokens, queries, x)
 
 
-def test_check_softmax_with_temperature(capsys):
-    ok = _prints(capsys, "temperature", lambda: check_softmax_with_temperature(softmax_with_temperature))
+def test_check_softmax_with_temperature(exercise_output):
+    ok = exercise_output("temperature", lambda: check_softmax_with_temperature(softmax_with_temperature))
     assert ok.startswith("[pass]")
     with pytest.raises(AssertionError, match="multiplied the scores by tau"):
         check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
     with pytest.raises(AssertionError, match="last axis"):
         check_softmax_with_temperature(lambda s, tau: (s / tau).softmax(0))
-    bad = _prints(
-        capsys, "temperature", lambda: check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
+    bad = exercise_output(
+        "temperature", lambda: check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
     )
     assert bad.startswith("[fail]")
 
 
-def test_check_self_attention(capsys):
-    assert _prints(capsys, "self-attention", lambda: check_self_attention(self_attention)).startswith(
+def test_check_self_attention(exercise_output):
+    assert exercise_output("self-attention", lambda: check_self_attention(self_attention)).startswith(
         "[pass]"
     )
     with pytest.raises(AssertionError, match="input width"):
@@ -246,12 +240,12 @@ def test_check_self_attention(capsys):
         check_self_attention(lambda x, wq, wk, wv: ((x @ wq) @ (x @ wk).T).softmax(-1) @ (x @ wv))
     with pytest.raises(AssertionError, match="shape"):
         check_self_attention(lambda x, wq, wk, wv: x)
-    bad = _prints(capsys, "self-attention", lambda: check_self_attention(lambda x, wq, wk, wv: x @ wv))
+    bad = exercise_output("self-attention", lambda: check_self_attention(lambda x, wq, wk, wv: x @ wv))
     assert bad.startswith("[fail] self-attention: the values differ")
 
 
-def test_check_attention_layer_flops(capsys):
-    assert _prints(capsys, "flops", lambda: check_attention_layer_flops(attention_layer_flops)).startswith(
+def test_check_attention_layer_flops(exercise_output):
+    assert exercise_output("flops", lambda: check_attention_layer_flops(attention_layer_flops)).startswith(
         "[pass]"
     )
     with pytest.raises(AssertionError, match="multiply-add counts 2"):
@@ -262,4 +256,4 @@ def test_check_attention_layer_flops(capsys):
         check_attention_layer_flops(lambda n, d: 8 * n * d * d + 2 * n * n * d)
     with pytest.raises(AssertionError, match="count the projections too"):
         check_attention_layer_flops(lambda n, d: 4 * n * n * d)
-    assert _prints(capsys, "flops", lambda: check_attention_layer_flops(lambda n, d: 0)).startswith("[fail]")
+    assert exercise_output("flops", lambda: check_attention_layer_flops(lambda n, d: 0)).startswith("[fail]")

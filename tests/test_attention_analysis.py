@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_entropy
-from test_attention import _prints  # check_exercise's printed line
 
 from common.attention import MultiHeadAttention
 from common.attention_analysis import (
@@ -147,8 +146,8 @@ def test_max_head_diversity_hand_values_and_errors():
         max_head_diversity(1, 3)
 
 
-def test_check_max_head_diversity(capsys):
-    assert _prints(capsys, "diversity", lambda: check_max_head_diversity(max_head_diversity)).startswith(
+def test_check_max_head_diversity(exercise_output):
+    assert exercise_output("diversity", lambda: check_max_head_diversity(max_head_diversity)).startswith(
         "[pass]"
     )
     with pytest.raises(AssertionError, match="pigeonhole"):
@@ -162,6 +161,6 @@ def test_check_max_head_diversity(capsys):
         check_max_head_diversity(with_self_pairs)
     with pytest.raises(AssertionError, match="as evenly as possible"):
         check_max_head_diversity(lambda h, r: 1 - (h - r + 1) * (h - r) / (h * (h - 1)))
-    assert _prints(capsys, "diversity", lambda: check_max_head_diversity(lambda h, r: 0.5)).startswith(
+    assert exercise_output("diversity", lambda: check_max_head_diversity(lambda h, r: 0.5)).startswith(
         "[fail]"
     )

@@ -25,7 +25,6 @@ from common.benchmark import (
     sdpa_backends,
     vit_attention_gib,
 )
-from common.course import check_exercise
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -251,10 +250,11 @@ def test_vit_attention_gib_by_hand():
         vit_attention_gib(100, 16, batch=1, heads=1, layers=1)
 
 
-def test_attention_gib_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_attention_gib_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_attention_gib(vit_attention_gib)
-    check_exercise("attention memory", lambda: check_attention_gib(vit_attention_gib))
-    assert "[pass] attention memory" in capsys.readouterr().out
+    assert "[pass] attention memory" in exercise_output(
+        "attention memory", lambda: check_attention_gib(vit_attention_gib)
+    )
 
     def memory(n, bytes_per_number=4, divisor=2**30):
         return lambda image_size, patch_size, batch, heads, layers: (
@@ -275,5 +275,6 @@ def test_attention_gib_check_accepts_the_reference_and_explains_wrong_answers(ca
     for message, fn in wrong.items():
         with pytest.raises(AssertionError, match=message):
             check_attention_gib(fn)
-    check_exercise("attention memory", lambda: check_attention_gib(one_layer))
-    assert "[fail] attention memory: that is one layer" in capsys.readouterr().out
+    assert "[fail] attention memory: that is one layer" in exercise_output(
+        "attention memory", lambda: check_attention_gib(one_layer)
+    )

@@ -8,7 +8,6 @@ import torch
 from sklearn.metrics import jaccard_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from common.course import check_exercise
 from common.dino import (
     COLLAPSE_WITHOUT,
     DINOHead,
@@ -325,7 +324,7 @@ def test_without_sharpening_the_same_run_goes_uniform():
 
 
 # ------------------------------------------------------------------------------------------ exercises
-def test_collapse_predictions_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_collapse_predictions_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_collapse_predictions(COLLAPSE_WITHOUT)
     swapped = {**COLLAPSE_WITHOUT, "no centering": "uniform", "no sharpening": "one dimension"}
     with pytest.raises(AssertionError, match="no centering: not 'uniform', because sharpening alone"):
@@ -336,14 +335,16 @@ def test_collapse_predictions_check_accepts_the_reference_and_explains_wrong_ans
         check_collapse_predictions({**COLLAPSE_WITHOUT, "no centering": "collapse"})
     with pytest.raises(AssertionError, match="missing"):
         check_collapse_predictions({"no centering": "one dimension"})
-    check_exercise("predictions", lambda: check_collapse_predictions(swapped))
-    assert "[fail] predictions: no centering: not 'uniform'" in capsys.readouterr().out
+    assert "[fail] predictions: no centering: not 'uniform'" in exercise_output(
+        "predictions", lambda: check_collapse_predictions(swapped)
+    )
 
 
-def test_center_update_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_center_update_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_center_update(center_update)
-    check_exercise("centering update", lambda: check_center_update(center_update))
-    assert "[pass] centering update" in capsys.readouterr().out
+    assert "[pass] centering update" in exercise_output(
+        "centering update", lambda: check_center_update(center_update)
+    )
     with pytest.raises(AssertionError, match="swapped"):
         check_center_update(lambda c, t, m: (1 - m) * c + m * t.mean(0, keepdim=True))
     with pytest.raises(AssertionError, match="batch sum"):
@@ -356,8 +357,9 @@ def test_center_update_check_accepts_the_reference_and_explains_wrong_answers(ca
 
     with pytest.raises(AssertionError, match="return the new center"):
         check_center_update(in_place_only)
-    check_exercise("centering update", lambda: check_center_update(lambda c, t, m: t.mean(0, keepdim=True)))
-    assert "[fail] centering update: expected m * center" in capsys.readouterr().out
+    assert "[fail] centering update: expected m * center" in exercise_output(
+        "centering update", lambda: check_center_update(lambda c, t, m: t.mean(0, keepdim=True))
+    )
 
 
 def test_ema_check_accepts_the_reference_and_explains_wrong_answers():

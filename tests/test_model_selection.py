@@ -4,7 +4,6 @@ import pytest
 import timm
 
 import common.model_selection
-from common.course import check_exercise
 from common.model_selection import (
     FAMILIES,
     PROTOCOLS,
@@ -159,12 +158,13 @@ def test_one_protocol_is_ranked_without_a_warning():
     assert "runner-up c1k: top-1 79.0% in1k, 5.0 ms" in text and "not like for like" not in text
 
 
-def test_constraints_check_accepts_the_worked_reference_and_explains_wrong_answers(capsys):
+def test_constraints_check_accepts_the_worked_reference_and_explains_wrong_answers(exercise_output):
     rec = check_constraints(example_constraints, TABLE)
     # dense, <= 200 ms and 500 MB: the hierarchical models, of which cnn_big has the best top-1 (83 %)
     assert rec.model == "cnn_big" and "vit" in rec.excluded and "dino" in rec.excluded
-    check_exercise("your constraints", lambda: check_constraints(example_constraints, TABLE))
-    assert "[pass] your constraints" in capsys.readouterr().out
+    assert "[pass] your constraints" in exercise_output(
+        "your constraints", lambda: check_constraints(example_constraints, TABLE)
+    )
     wrong = {
         "unknown keys \\['latency_ms'\\]": dict(task="dense", latency_ms=20.0),
         "detection and segmentation are 'dense'": dict(task="segmentation", latency_budget_ms=20.0),
@@ -178,8 +178,9 @@ def test_constraints_check_accepts_the_worked_reference_and_explains_wrong_answe
     for message, answer in wrong.items():
         with pytest.raises(AssertionError, match=message):
             check_constraints(lambda answer=answer: answer, TABLE)
-    check_exercise("your constraints", lambda: check_constraints(lambda: dict(task="dense"), TABLE))
-    assert "[fail] your constraints: state at least one budget" in capsys.readouterr().out
+    assert "[fail] your constraints: state at least one budget" in exercise_output(
+        "your constraints", lambda: check_constraints(lambda: dict(task="dense"), TABLE)
+    )
 
 
 def test_constraints_check_catches_a_guide_that_ignores_the_budgets(monkeypatch):

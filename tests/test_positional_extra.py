@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from common.attention import MultiHeadAttention
-from common.course import check_exercise
 from common.positional import (
     RelativePositionBias,
     check_order_label,
@@ -122,7 +121,7 @@ def formula_table(num_positions, dim):
     return table
 
 
-def test_sinusoidal_check_accepts_correct_tables_and_names_the_slips(capsys):
+def test_sinusoidal_check_accepts_correct_tables_and_names_the_slips(exercise_output):
     check_sinusoidal(sinusoidal_encoding)
     check_sinusoidal(formula_table)
     swapped = lambda n, d: formula_table(n, d)[:, [c ^ 1 for c in range(d)]]  # noqa: E731
@@ -141,13 +140,13 @@ def test_sinusoidal_check_accepts_correct_tables_and_names_the_slips(capsys):
 
     with pytest.raises(AssertionError, match="exponent is i/d"):
         check_sinusoidal(exponent_i_over_d)
-    check_exercise("Exercise 1", lambda: check_sinusoidal(sinusoidal_encoding))
-    check_exercise("Exercise 1", lambda: check_sinusoidal(swapped))
-    out = capsys.readouterr().out
-    assert "[pass] Exercise 1" in out and "[fail] Exercise 1: sin and cos are swapped" in out
+    assert "[pass] Exercise 1" in exercise_output("Exercise 1", lambda: check_sinusoidal(sinusoidal_encoding))
+    assert "[fail] Exercise 1: sin and cos are swapped" in exercise_output(
+        "Exercise 1", lambda: check_sinusoidal(swapped)
+    )
 
 
-def test_shift_pair_check_accepts_the_rotation_and_catches_the_wrong_direction(capsys):
+def test_shift_pair_check_accepts_the_rotation_and_catches_the_wrong_direction(exercise_output):
     check_shift_pair(shift_pair)
 
     def backwards(s, c, k, w):
@@ -157,11 +156,12 @@ def test_shift_pair_check_accepts_the_rotation_and_catches_the_wrong_direction(c
         check_shift_pair(backwards)
     with pytest.raises(AssertionError, match="expected"):
         check_shift_pair(lambda s, c, k, w: (s, c))
-    check_exercise("Exercise 2", lambda: check_shift_pair(backwards))
-    assert "[fail] Exercise 2: you rotated the wrong way" in capsys.readouterr().out
+    assert "[fail] Exercise 2: you rotated the wrong way" in exercise_output(
+        "Exercise 2", lambda: check_shift_pair(backwards)
+    )
 
 
-def test_order_label_check_verifies_the_answer_about_positions(capsys):
+def test_order_label_check_verifies_the_answer_about_positions(exercise_output):
     check_order_label(first_smaller_than_last, needs_positions=True)
     has_a_zero = lambda t: (t == 0).any(dim=1).long()  # noqa: E731  (order-free: a multiset property)
     check_order_label(has_a_zero, needs_positions=False)
@@ -173,13 +173,15 @@ def test_order_label_check_verifies_the_answer_about_positions(capsys):
         check_order_label(lambda t: torch.zeros(len(t), dtype=torch.long), needs_positions=False)
     with pytest.raises(AssertionError, match="one label per sequence"):
         check_order_label(lambda t: t, needs_positions=True)
-    check_exercise("Exercise 3", lambda: check_order_label(first_smaller_than_last, needs_positions=True))
-    check_exercise("Exercise 3", lambda: check_order_label(first_smaller_than_last, needs_positions=False))
-    out = capsys.readouterr().out
-    assert "[pass] Exercise 3" in out and "[fail] Exercise 3: shuffling the tokens changed" in out
+    assert "[pass] Exercise 3" in exercise_output(
+        "Exercise 3", lambda: check_order_label(first_smaller_than_last, needs_positions=True)
+    )
+    assert "[fail] Exercise 3: shuffling the tokens changed" in exercise_output(
+        "Exercise 3", lambda: check_order_label(first_smaller_than_last, needs_positions=False)
+    )
 
 
-def test_relative_index_check_catches_sign_and_missing_clipping(capsys):
+def test_relative_index_check_catches_sign_and_missing_clipping(exercise_output):
     check_relative_index(relative_position_index)
 
     def by_hand(n, max_distance):  # written out with loops: an independent correct answer
@@ -192,5 +194,6 @@ def test_relative_index_check_catches_sign_and_missing_clipping(capsys):
         check_relative_index(lambda n, max_distance: -by_hand(n, max_distance))
     with pytest.raises(AssertionError, match="not clipped"):
         check_relative_index(lambda n, max_distance: by_hand(n, n))
-    check_exercise("Exercise 4", lambda: check_relative_index(lambda n, max_distance: by_hand(n, n)))
-    assert "[fail] Exercise 4: the offsets are not clipped" in capsys.readouterr().out
+    assert "[fail] Exercise 4: the offsets are not clipped" in exercise_output(
+        "Exercise 4", lambda: check_relative_index(lambda n, max_distance: by_hand(n, n))
+    )

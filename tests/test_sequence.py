@@ -7,7 +7,6 @@ from test_blocks import torch_layer  # torch's encoder layer loaded with a block
 from test_positional_extra import formula_table  # the paper's sinusoidal table, written out
 from torch import nn
 
-from common.course import check_exercise
 from common.diagnostics import gradient_saliency, occlusion_importance
 from common.sequence_models import (
     RecurrentRegressor,
@@ -163,7 +162,7 @@ def test_attention_parameters_is_four_d_squared_plus_four_d_for_any_head_count()
         attention_parameters(32, 3)
 
 
-def test_attention_parameters_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_attention_parameters_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_attention_parameters(attention_parameters)
     with pytest.raises(AssertionError, match="add the four bias vectors"):
         check_attention_parameters(lambda d, h: 4 * d * d)
@@ -173,13 +172,13 @@ def test_attention_parameters_check_accepts_the_reference_and_explains_wrong_ans
         check_attention_parameters(lambda d, h: h * (4 * d * d + 4 * d))
     with pytest.raises(AssertionError, match="the layer has"):
         check_attention_parameters(lambda d, h: 4 * d * d + 4 * d + h)
-    check_exercise("attention parameters", lambda: check_attention_parameters(attention_parameters))
-    assert "[pass] attention parameters" in capsys.readouterr().out
-    check_exercise("attention parameters", lambda: check_attention_parameters(lambda d, h: 4 * d * d))
-    assert (
-        "[fail] attention parameters: d_model=32, heads=1: 4096 counts the weights only"
-        in capsys.readouterr().out
+    assert "[pass] attention parameters" in exercise_output(
+        "attention parameters", lambda: check_attention_parameters(attention_parameters)
     )
+    weights_only = exercise_output(
+        "attention parameters", lambda: check_attention_parameters(lambda d, h: 4 * d * d)
+    )
+    assert "[fail] attention parameters: d_model=32, heads=1: 4096 counts the weights only" in weights_only
 
 
 def test_shuffle_past_permutes_the_past_only_and_the_same_way_for_the_whole_batch():
@@ -196,7 +195,7 @@ def _shuffle_models():
     return TransformerRegressor(positional=False).eval(), TransformerRegressor(positional=True).eval()
 
 
-def test_shuffle_past_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_shuffle_past_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     blind, aware = _shuffle_models()
     x = sine_waves(16, seed=5)[0]
     check_shuffle_past(shuffle_past, x, blind=blind, aware=aware)
@@ -219,10 +218,12 @@ def test_shuffle_past_check_accepts_the_reference_and_explains_wrong_answers(cap
         check_shuffle_past(in_place, x.clone(), blind=blind, aware=aware)
     with pytest.raises(AssertionError, match="original order"):
         check_shuffle_past(lambda x, g: x.clone(), x, blind=blind, aware=aware)
-    check_exercise("shuffle", lambda: check_shuffle_past(everything, x, blind=blind, aware=aware))
-    assert "[fail] shuffle: the last step must stay last" in capsys.readouterr().out
-    check_exercise("shuffle", lambda: check_shuffle_past(shuffle_past, x, blind=blind, aware=aware))
-    assert "[pass] shuffle" in capsys.readouterr().out
+    assert "[fail] shuffle: the last step must stay last" in exercise_output(
+        "shuffle", lambda: check_shuffle_past(everything, x, blind=blind, aware=aware)
+    )
+    assert "[pass] shuffle" in exercise_output(
+        "shuffle", lambda: check_shuffle_past(shuffle_past, x, blind=blind, aware=aware)
+    )
 
 
 def test_scaling_exponent_recovers_a_power_law_written_out():
@@ -232,7 +233,7 @@ def test_scaling_exponent_recovers_a_power_law_written_out():
     assert scaling_exponent([10, 40], [0.2, 1.6]) == pytest.approx(math.log(8) / math.log(4))
 
 
-def test_scaling_exponent_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_scaling_exponent_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     n, t = np.array([10, 20, 50]), np.array([1e-3, 3e-3, 2e-2])
     check_scaling_exponent(scaling_exponent, measured=(n, t))
     with pytest.raises(AssertionError, match="fit log\\(t\\) against log\\(n\\)"):
@@ -243,7 +244,7 @@ def test_scaling_exponent_check_accepts_the_reference_and_explains_wrong_answers
         check_scaling_exponent(lambda n, t: np.log(t[-1] / t[-2]) / np.log(n[-1] / n[-2]))
     with pytest.raises(AssertionError, match="on the measured timings"):
         check_scaling_exponent(lambda n, t: scaling_exponent(n, t) if len(n) == 5 else 0.0, measured=(n, t))
-    check_exercise("scaling", lambda: check_scaling_exponent(lambda n, t: np.polyfit(n, t, 1)[0]))
-    assert "[fail] scaling: that is the slope of t against n" in capsys.readouterr().out
-    check_exercise("scaling", lambda: check_scaling_exponent(scaling_exponent))
-    assert "[pass] scaling" in capsys.readouterr().out
+    assert "[fail] scaling: that is the slope of t against n" in exercise_output(
+        "scaling", lambda: check_scaling_exponent(lambda n, t: np.polyfit(n, t, 1)[0])
+    )
+    assert "[pass] scaling" in exercise_output("scaling", lambda: check_scaling_exponent(scaling_exponent))

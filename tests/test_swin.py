@@ -5,7 +5,6 @@ import torch
 from timm.models import swin_transformer as timm_swin
 
 from common.benchmark import count_flops
-from common.course import check_exercise
 from common.swin import (
     WindowSelfAttention,
     check_window_partition,
@@ -125,11 +124,12 @@ def _partition_by_slicing(x, M):
     )
 
 
-def test_window_partition_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_window_partition_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_window_partition(window_partition)
     check_window_partition(_partition_by_slicing)  # any correct answer passes, loops included
-    check_exercise("window partition", lambda: check_window_partition(window_partition))
-    assert "[pass] window partition" in capsys.readouterr().out
+    assert "[pass] window partition" in exercise_output(
+        "window partition", lambda: check_window_partition(window_partition)
+    )
 
     def split(x, M):
         B, H, W, C = x.shape
@@ -148,5 +148,6 @@ def test_window_partition_check_accepts_the_reference_and_explains_wrong_answers
     for message, fn in wrong.items():
         with pytest.raises(AssertionError, match=message):
             check_window_partition(fn)
-    check_exercise("window partition", lambda: check_window_partition(wrong["column by column"]))
-    assert "[fail] window partition: the windows come column by column" in capsys.readouterr().out
+    assert "[fail] window partition: the windows come column by column" in exercise_output(
+        "window partition", lambda: check_window_partition(wrong["column by column"])
+    )

@@ -5,7 +5,6 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from common.course import check_exercise
 from common.positional import sincos_2d_encoding
 from common.timm_interop import load_timm_weights
 from common.vit import (
@@ -127,10 +126,9 @@ def test_sequence_length_counts_what_a_real_vit_sees():
 
 
 # ------------------------------------------------------------------------------------------ exercises
-def test_patches_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_patches_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_patches(image_to_patches)
-    check_exercise("my_patches", lambda: check_patches(image_to_patches))
-    assert "[pass] my_patches" in capsys.readouterr().out
+    assert "[pass] my_patches" in exercise_output("my_patches", lambda: check_patches(image_to_patches))
 
     def pixel_major(x, p):  # each patch flattened as (p, p, C)
         B, C, H, W = x.shape
@@ -148,11 +146,12 @@ def test_patches_check_accepts_the_reference_and_explains_wrong_answers(capsys):
         check_patches(lambda x, p: x.flatten(2).transpose(1, 2))
     with pytest.raises(AssertionError, match="not the patches"):
         check_patches(lambda x, p: image_to_patches(x.flip(-1), p))
-    check_exercise("my_patches", lambda: check_patches(pixel_major))
-    assert "[fail] my_patches: each patch is flattened as (p, p, C)" in capsys.readouterr().out
+    assert "[fail] my_patches: each patch is flattened as (p, p, C)" in exercise_output(
+        "my_patches", lambda: check_patches(pixel_major)
+    )
 
 
-def test_token_count_check_accepts_the_reference_and_explains_wrong_answers(capsys):
+def test_token_count_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
     check_tokens_and_attention_entries(lambda: sequence_length(336, 14))
     with pytest.raises(AssertionError, match="CLS token enters"):
         check_tokens_and_attention_entries(lambda: (576, 576**2))
@@ -162,8 +161,9 @@ def test_token_count_check_accepts_the_reference_and_explains_wrong_answers(caps
         check_tokens_and_attention_entries(lambda: sequence_length(336, 16))
     with pytest.raises(AssertionError, match="a pair"):
         check_tokens_and_attention_entries(lambda: 577)
-    check_exercise("tokens", lambda: check_tokens_and_attention_entries(lambda: (576, 576**2)))
-    assert "[fail] tokens: 576 is the number of patches" in capsys.readouterr().out
+    assert "[fail] tokens: 576 is the number of patches" in exercise_output(
+        "tokens", lambda: check_tokens_and_attention_entries(lambda: (576, 576**2))
+    )
 
 
 def test_training_variants_check_accepts_consistent_results_and_explains_wrong_ones():
