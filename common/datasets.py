@@ -14,7 +14,7 @@ classes=SHAPE_CLASSES, background="cluttered", texture=False, palette=None)``
     Item ``i`` is ``(image (3, S, S), label)`` or, with ``return_mask=True``,
     ``(image, label, mask (S, S) bool)``; the mask is the object's true silhouette.
     Deterministic: image ``i`` depends only on ``(seed, split, i)``, so a larger ``n`` extends a
-    smaller set and "train" / "test" never overlap. Whole tensors: ``.images`` (N, 3, S, S),
+    smaller set and "train" / "val" / "test" never overlap (separate random streams; tested). Whole tensors: ``.images`` (N, 3, S, S),
     ``.labels`` (N,), ``.masks`` (N, S, S); ``.classes`` and ``.num_classes``.
     ``transform`` (optional) is applied to the image only, on each access (augmentation).
     ``palette`` (optional, names from ``PALETTE``): each object's colour is one of these named colours (with a
@@ -61,7 +61,8 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
 BACKGROUNDS = ("cluttered", "plain")
 # The textured variant fills shape k with texture k: the class shows in every part of the object.
 TEXTURES = ("solid", "stripes", "checks", "dots", "grid", "rings")
-SPLITS = {"train": 0, "test": 1}
+# Three disjoint streams: choose recipes, schedules and thresholds on "val", report on "test" once.
+SPLITS = {"train": 0, "test": 1, "val": 2}
 # Named object colours for ``palette=...`` (lab 4.4's captions): far from each other and from the grey background.
 PALETTE = {
     "red": (0.85, 0.10, 0.10),

@@ -6,7 +6,7 @@ from pathlib import Path
 import common
 
 LAYERS = {  # lowest first
-    "course": ["course", "runtime", "plotting", "doctor"],
+    "course": ["course", "runtime", "plotting", "doctor", "statistics"],
     "models, data": [
         "attention",
         "positional",

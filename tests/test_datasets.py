@@ -25,6 +25,16 @@ def test_shapes_are_deterministic_and_a_larger_set_extends_a_smaller_one():
     assert not torch.equal(a.images, generate_shapes(40, 32, seed=3, split="test").images)
 
 
+@pytest.mark.parametrize("background", ["cluttered", "plain"])
+def test_train_val_and_test_splits_share_no_image(background):
+    # Byte-exact hashes over every image of three splits: a recipe chosen on "val" never saw a "test" image.
+    seen = {}
+    for split in ("train", "val", "test"):
+        for image in generate_shapes(300, 16, seed=0, split=split, background=background).images:
+            seen.setdefault(hash(image.numpy().tobytes()), set()).add(split)
+    assert len(seen) == 900 and all(len(s) == 1 for s in seen.values())
+
+
 def test_shapes_tensors_have_the_documented_types_and_ranges():
     d = ShapesDataset(120, image_size=24, return_mask=True)
     image, label, mask = d[0]
@@ -65,7 +75,7 @@ def test_masks_are_compact_blobs_inside_the_image():
 
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="split"):
-        generate_shapes(4, split="val")
+        generate_shapes(4, split="validation")
     with pytest.raises(ValueError, match="classes"):
         generate_shapes(4, classes=("circle", "blob"))
     with pytest.raises(ValueError, match="DATASET"):
