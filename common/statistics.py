@@ -46,7 +46,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, threshold: floa
     """Mean and standard error of the per-seed differences ``a[s] - b[s]`` (same seed at the same index)."""
     a, b = [float(x) for x in a], [float(x) for x in b]
     if len(a) != len(b):
-        raise ValueError(f"a and b must hold one value per seed, in the same seed order; got {len(a)} and {len(b)}.")
+        raise ValueError(
+            f"a and b must hold one value per seed, in the same seed order; got {len(a)} and {len(b)}."
+        )
     if len(a) < 2:
         raise ValueError(f"need at least 2 paired seeds to estimate a standard error, got {len(a)}.")
     if threshold <= 0:
