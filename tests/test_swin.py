@@ -6,9 +6,15 @@ from timm.models import swin_transformer as timm_swin
 
 from common.benchmark import count_flops
 from common.swin import (
+    PatchMerging,
+    SwinBlock,
+    SwinTransformer,
     WindowSelfAttention,
+    attention_score_elements,
     check_window_partition,
     global_attention_macs,
+    load_timm_weights,
+    relative_position_index,
     shifted_window_mask,
     window_attention_macs,
     window_partition,
@@ -56,6 +62,15 @@ def test_mask_blocks_wrapped_around_pixels_only():
         lambda: window_reverse(torch.zeros(3, 7, 7, 2), 7, 14, 14),
         lambda: shifted_window_mask(14, 14, 7, 7),
         lambda: WindowSelfAttention(8, 2, window_size=None, shift_size=2),
+        lambda: WindowSelfAttention(8, 2, window_size=None, relative_position_bias=True),
+        lambda: WindowSelfAttention(8, 2, window_size=4)(torch.zeros(1, 4, 4, 8), mask=torch.ones(16, 16)),
+        lambda: relative_position_index(0),
+        lambda: PatchMerging(4)(torch.zeros(1, 5, 6, 4)),
+        lambda: SwinTransformer(img_size=56, depths=(2, 2, 2), num_heads=(2, 4)),
+        lambda: SwinTransformer(
+            img_size=56, embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)
+        ),  # 7->odd
+        lambda: SwinTransformer(img_size=40, embed_dim=8, depths=(1,), num_heads=(1,)),  # 10 px map, window 7
     ],
 )
 def test_bad_arguments_raise_value_error(call):
@@ -151,3 +166,91 @@ def test_window_partition_check_accepts_the_reference_and_explains_wrong_answers
     assert "[fail] window partition: the windows come column by column" in exercise_output(
         "window partition", lambda: check_window_partition(wrong["column by column"])
     )
+
+
+# ------------------------------------------------------------------ the whole hierarchical model vs timm's
+
+
+def test_relative_position_index_matches_timm():
+    for M in (1, 2, 7):
+        assert torch.equal(relative_position_index(M), timm_swin.get_relative_position_index(M, M))
+
+
+def test_relative_position_index_by_hand():
+    # a 2x2 window, tokens (0,0), (0,1), (1,0), (1,1); offsets (dy+1)*3 + (dx+1)
+    assert relative_position_index(2).tolist() == [[4, 3, 1, 0], [5, 4, 2, 1], [7, 6, 4, 3], [8, 7, 5, 4]]
+
+
+def test_patch_merging_matches_timm():
+    torch.manual_seed(0)
+    theirs = timm_swin.PatchMerging(dim=6).eval()
+    ours = PatchMerging(6)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 8, 10, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+    assert ours(x).shape == (2, 4, 5, 12)
+
+
+@pytest.mark.parametrize("shift", [0, 3])
+def test_swin_block_with_relative_bias_matches_timm_block(shift):
+    torch.manual_seed(0)
+    block = timm_swin.SwinTransformerBlock(
+        dim=16, input_resolution=(14, 14), num_heads=4, window_size=7, shift_size=shift
+    ).eval()
+    ours = SwinBlock(16, 4, window_size=7, shift_size=shift).eval()
+    state = {
+        k.replace("attn.qkv", "attn.attn.qkv").replace("attn.proj", "attn.attn.proj"): v
+        for k, v in block.state_dict().items()
+        if not k.endswith(("relative_position_index", "attn_mask"))
+    }
+    ours.load_state_dict(state)
+    x = torch.randn(2, 14, 14, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), block(x), rtol=1e-5, atol=1e-5)
+        # the bias matters: without it the outputs differ (so the comparison above is not vacuous)
+        ours.attn.relative_position_bias_table.zero_()
+        assert (ours(x) - block(x)).abs().max() > 1e-3
+
+
+CONFIGS = [  # (image side, depths, heads): every stage's map divisible by the 7x7 window, as timm's
+    (56, (2, 2), (2, 4)),
+    (112, (2, 2, 2), (2, 4, 8)),
+]
+
+
+@pytest.mark.parametrize("img,depths,heads", CONFIGS)
+def test_swin_transformer_matches_timm_with_copied_weights(img, depths, heads):
+    torch.manual_seed(0)
+    kwargs = dict(patch_size=4, window_size=7, embed_dim=16, depths=depths, num_heads=heads, num_classes=10)
+    theirs = timm_swin.SwinTransformer(img_size=img, **kwargs).eval()
+    ours = load_timm_weights(SwinTransformer(img, **kwargs).eval(), theirs)
+    x = torch.randn(2, 3, img, img)
+    with torch.no_grad():
+        want = theirs(x)
+        torch.testing.assert_close(ours(x), want, rtol=1e-5, atol=1e-5)
+        assert want.std() > 1e-2  # outputs that carry signal, not a vanishing comparison
+        maps = ours.forward_stages(x)
+        theirs_maps = theirs.forward_intermediates(x, intermediates_only=True)  # (B, C, H, W), no norm
+    # the pyramid, value for value: half the side and twice the channels per stage
+    for mine, want_map in zip(maps, theirs_maps, strict=True):
+        torch.testing.assert_close(mine.permute(0, 3, 1, 2), want_map, rtol=1e-5, atol=1e-5)
+    assert [m.shape[1] for m in maps] == [img // 4 // 2**i for i in range(len(depths))]
+
+
+def test_swin_tiny_has_timms_parameters_and_flops():
+    with torch.device("meta"):
+        ours, theirs = SwinTransformer(), timm_swin.swin_tiny_patch4_window7_224()
+        x = torch.empty(1, 3, 224, 224)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert count_flops(ours, x) == count_flops(theirs, x)
+    assert [c["side"] for c in ours.stage_config] == [56, 28, 14, 7]
+    # Swin-T's last stage (7x7) is one window, without shift, as in timm
+    assert all(b.attn.shift_size == 0 for b in ours.layers[3].blocks)
+
+
+def test_attention_score_elements_by_hand():
+    model = SwinTransformer(56, embed_dim=8, depths=(2, 1), num_heads=(2, 4), num_classes=0)
+    # stage 1: 14x14 map, 4 windows of 49 tokens, 2 heads, 2 blocks; stage 2: one 7x7 window, 4 heads, 1 block
+    assert attention_score_elements(model) == 4 * 2 * 49**2 * 2 + 1 * 4 * 49**2 * 1
+    assert attention_score_elements(model, batch=3) == 3 * attention_score_elements(model)
