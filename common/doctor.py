@@ -1,7 +1,8 @@
 """The environment report (``make doctor`` = ``python -m common.doctor``): what this machine offers the course.
 
-Versions of Python and the course's libraries, the device and its name, threads, free memory, whether the
-optional downloads are reachable, and which notebook profiles suit this machine. Offline it finishes in a few
+Versions of Python and the course's libraries (lab 4.5's ONNX tools among them), whether a C++ compiler is there
+for ``torch.compile`` on the CPU, the device and its name, threads, free memory, whether the optional downloads
+are reachable, and which notebook profiles suit this machine. Offline it finishes in a few
 seconds (the network probe times out). :func:`environment_line` is the one-line version each notebook prints
 right after its parameters, so that a bug report carries it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 import time
 from importlib import metadata
@@ -21,6 +23,8 @@ from common.course import notebooks, repo_root
 from common.runtime import get_device, in_colab, is_online
 
 LIBRARIES = ("torch", "torchvision", "timm", "numpy")
+# Lab 4.5 (deployment): the dynamo ONNX exporter needs onnxscript; ONNX Runtime runs and quantizes the file.
+DEPLOYMENT_LIBRARIES = ("onnx", "onnxscript", "onnxruntime")
 # Hosts of the optional downloads: pretrained weights (Hugging Face), CIFAR-10 (Toronto), the course on Colab.
 HOSTS = {"pretrained weights": "huggingface.co", "CIFAR-10": "www.cs.toronto.edu", "GitHub": "github.com"}
 
@@ -30,6 +34,17 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (Inductor) would call: $CXX as Inductor reads it, else its
+    default (g++ on Linux, clang++ on macOS) or the other one; None when there is none (torch.compile then fails
+    on the CPU)."""
+    default = ("clang++", "g++") if sys.platform == "darwin" else ("g++", "clang++")
+    for name in (os.environ.get("CXX"), *default):
+        if name and (found := shutil.which(name)):
+            return found
+    return None
 
 
 def device_name(device: torch.device) -> str:
@@ -56,6 +71,14 @@ def report(probe_network: bool = True, timeout: float = 2.0) -> str:
     lines = [
         f"Python      {platform.python_version()} ({sys.executable})",
         *(f"{name:<11} {_version(name)}" for name in LIBRARIES),
+        *(f"{name:<11} {_version(name)} (lab 4.5)" for name in DEPLOYMENT_LIBRARIES),
+        "compiler    "
+        + (
+            f"C++ {compiler} (torch.compile on the CPU can build its kernels)"
+            if (compiler := cxx_compiler())
+            else "no C++ compiler on PATH: torch.compile fails on the CPU (lab 4.5 skips it); "
+            "install g++ (apt-get install g++) or set CXX"
+        ),
         f"device      {device.type}: {device_name(device)}",
         f"threads     {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs",
         f"memory      {psutil.virtual_memory().available / 2**30:.1f} GiB free of "

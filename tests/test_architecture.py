@@ -27,6 +27,7 @@ LAYERS = {  # lowest first
         "diagnostics",
         "benchmark",
         "model_selection",
+        "deployment",
         "clip",
     ],
     "recipes": ["reference_models"],
