@@ -17,8 +17,9 @@ LAYERS = {  # lowest first
         "datasets",
         "sine_waves",
         "captions",
+        "dates",
     ],
-    "training": ["training", "checkpoints", "sequence_models"],
+    "training": ["training", "checkpoints", "sequence_models", "seq2seq"],
     "methods": [
         "dino",
         "dino_train",
