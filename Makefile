@@ -75,6 +75,9 @@ checkpoints: $(STAMP) ## retrain the week-4 reference models into checkpoints/ (
 devices: $(STAMP) ## every notebook's code on an emulated accelerator: CPU tensors meeting device tensors fail (no GPU needed)
 	$(BIN)/python -m scripts.check_devices $(NOTEBOOKS)
 
+gpu-check: $(STAMP) ## on a GPU: every quick profile with DEVICE=cuda and lab 4.5's GPU-only paths (<= 8 min), report in outputs/gpu_check.md
+	$(BIN)/python -m scripts.gpu_check $(NOTEBOOKS)
+
 lint: $(STAMP) ## ruff over the package, tests, scripts, notebooks and the app
 	$(BIN)/ruff check common tests scripts week6 week4 app
 	$(BIN)/ruff format --check common tests scripts app

@@ -9,10 +9,13 @@ model's answers (lab 4.5, the benchmark app's runtime choice).
 - :func:`quantize_onnx_int8`: ONNX Runtime's dynamic quantization (int8 weights, activations quantized per call);
   :func:`quantize_torch_int8`: torch's own dynamic int8 ``nn.Linear`` (``torch.ao``, deprecated in favour of
   the separate torchao package, which the course does not install).
-- :func:`autocast`, :func:`compiled`, :func:`channels_last`: the other paths, as callables like the model.
+- :class:`Autocast` (:func:`autocast`), :func:`compiled`, :func:`channels_last`: the other paths, as callables
+  like the model (``Autocast`` also trains: mixed precision). :func:`count_torch_calls`: how many torch calls one
+  forward makes from Python (the per-call overhead that dominates at batch 1).
 - :func:`logits_of`, :func:`agreement`: logits over a whole set in batches, and what a path changed against the
   eager fp32 reference (max |Δ logit|, top-1 agreement, accuracy change).
 - :func:`gpu_only_reason`: the one-line reason a GPU-only path (fp16 autocast, CUDA graphs, TensorRT) is skipped.
+- Lab 4.5's exercise checks: :func:`check_top1_agreement`, :func:`check_float_format`.
 - :func:`build_runtime`: one of ``RUNTIMES`` (eager, compiled, ONNX Runtime, int8) for a model and an example
   input: what the app's runtime choice calls.
 """
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 OPSET = 18  # the dynamo exporter's default opset in this torch release; stated in lab 4.5
 GRAPH_LEVELS = ("disabled", "basic", "extended", "all")  # ONNX Runtime's graph-optimisation levels
@@ -169,7 +173,14 @@ def _verify(
 class OnnxModel:
     """An ONNX Runtime CPU session, called like the torch model: ``model(x)`` with x (N, C, H, W) float32."""
 
-    def __init__(self, path: str | Path, *, level: str = "all", threads: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        level: str = "all",
+        threads: int | None = None,
+        providers: list | None = None,
+    ):
         if level not in GRAPH_LEVELS:
             raise ValueError(f"unknown graph-optimisation level {level!r}; use one of {GRAPH_LEVELS}.")
         ort = _ort()
@@ -189,7 +200,8 @@ class OnnxModel:
             threads or torch.get_num_threads()
         )  # as many as torch uses: a fair race
         options.log_severity_level = 3  # errors only: no "removing initializer" notes in the notebook
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # the CPU provider unless told otherwise (lab 4.5's GPU section passes TensorRT's and CUDA's)
+        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         self.path, self.level = path, level
         signature = self.session.get_inputs()[0]
         self.input_name = signature.name
@@ -216,8 +228,10 @@ class OnnxModel:
         return self.session.run(None, {self.input_name: array})[0]
 
 
-def onnx_session(path: str | Path, *, level: str = "all", threads: int | None = None) -> OnnxModel:
-    return OnnxModel(path, level=level, threads=threads)
+def onnx_session(
+    path: str | Path, *, level: str = "all", threads: int | None = None, providers: list | None = None
+) -> OnnxModel:
+    return OnnxModel(path, level=level, threads=threads, providers=providers)
 
 
 class _NoPreprocessHint(logging.Filter):
@@ -257,14 +271,41 @@ def quantize_torch_int8(model: nn.Module) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ torch paths
-def autocast(model: nn.Module, dtype: torch.dtype = torch.bfloat16, device_type: str = "cpu") -> Callable:
-    """``model`` under ``torch.autocast``: matmuls and convolutions in ``dtype``, logits back in float32."""
+class Autocast(nn.Module):
+    """``model`` under ``torch.autocast``: matmuls and convolutions in ``dtype``, logits back in float32. The
+    weights stay float32 (autocast casts a copy per op), so wrapping a model to train it is mixed-precision
+    training: the optimizer updates float32 weights, and the loss is computed outside, in float32."""
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type, dtype=dtype):
-            return model(x).float()
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16, device_type: str = "cpu"):
+        super().__init__()
+        self.model, self.dtype, self.device_type = model, dtype, device_type
 
-    return run
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.model(x).float()
+
+
+def autocast(model: nn.Module, dtype: torch.dtype = torch.bfloat16, device_type: str = "cpu") -> Autocast:
+    return Autocast(model, dtype, device_type)
+
+
+class _CountCalls(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_torch_calls(fn: Callable, *args) -> int:
+    """How many torch functions and Tensor methods one call ``fn(*args)`` makes from Python (public
+    ``TorchFunctionMode``): each is a trip through Python and the dispatcher, paid whatever the batch size."""
+    counter = _CountCalls()
+    with torch.no_grad(), counter:
+        fn(*args)
+    return counter.calls
 
 
 def compiled(model: nn.Module, example: torch.Tensor, **options) -> tuple[Callable, float]:
@@ -385,3 +426,58 @@ def build_runtime(
         path = quantize_onnx_int8(path, path.with_suffix(".int8.onnx"))
     session = onnx_session(path)
     return session, {"setup_s": time.perf_counter() - start, "bytes": saved_bytes(path)}
+
+
+# ------------------------------------------------------------------------------------------------ exercises
+def check_top1_agreement(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> None:
+    """Exercise: ``fn(reference_logits, logits)`` must return the share (0..1) of rows whose top-1 class agrees,
+    as :func:`agreement` computes it; the message names the usual slip."""
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(50, 6, generator=generator)
+    logits = reference + 0.8 * torch.randn(50, 6, generator=generator)  # moved enough to change some top-1s
+    want = agreement(reference, logits).top1_agreement
+    got = float(fn(reference, logits))
+    if abs(got - want) < 1e-6:
+        return
+    if abs(got - 100 * want) < 1e-4:
+        raise AssertionError("return a share between 0 and 1, not a percentage")
+    if abs(got - float((logits == reference).float().mean())) < 1e-6:
+        raise AssertionError("compare the top-1 classes (argmax over dim 1), not the logits themselves")
+    if (
+        abs(got - float((reference.argmax(0)[:, None] == logits.argmax(0)).float().mean())) < 1e-6
+        or abs(got - float((reference.argmax(0) == logits.argmax(0)).float().mean())) < 1e-6
+    ):
+        raise AssertionError("take the argmax over the classes (dim=1): dim 0 runs over the images")
+    raise AssertionError(
+        f"expected {want:.3f} on the check's 50 rows, got {got:.3f}: mean of argmax(1) == argmax(1)"
+    )
+
+
+def check_float_format(fn: Callable[[int, int], tuple[float, float, float]]) -> None:
+    """Exercise: ``fn(exponent_bits, mantissa_bits)`` must return ``(eps, max, smallest_normal)`` of an IEEE-style
+    binary format with that layout (checked against ``torch.finfo`` for float16, bfloat16 and float32)."""
+    for dtype, (e, m) in ((torch.float16, (5, 10)), (torch.bfloat16, (8, 7)), (torch.float32, (8, 23))):
+        info = torch.finfo(dtype)
+        want = (info.eps, info.max, info.tiny)
+        got = tuple(float(v) for v in fn(e, m))
+        if len(got) != 3:
+            raise AssertionError("return three numbers: (eps, max, smallest_normal)")
+        if all(abs(g - w) <= 1e-6 * w for g, w in zip(got, want)):
+            continue
+        name = str(dtype).removeprefix("torch.")
+        if abs(got[0] - info.eps / 2) <= 1e-9 * info.eps:
+            raise AssertionError(
+                f"{name}: eps is the gap between 1 and the next number, 2**-mantissa_bits; you gave half of it "
+                "(the unit roundoff)"
+            )
+        if abs(got[0] - want[0]) > 1e-6 * want[0]:
+            raise AssertionError(f"{name}: eps should be 2**-{m} = {info.eps:.3g}, got {got[0]:.3g}")
+        if abs(got[2] - want[2]) > 1e-6 * want[2]:
+            raise AssertionError(
+                f"{name}: the smallest normal number is 2**(1 - bias) with bias = 2**(exponent_bits - 1) - 1, "
+                f"= {info.tiny:.3g}; got {got[2]:.3g}"
+            )
+        raise AssertionError(
+            f"{name}: the largest number is (2 - eps) * 2**bias (the all-ones exponent is kept for inf and NaN), "
+            f"= {info.max:.4g}; got {got[1]:.4g}"
+        )

@@ -180,6 +180,25 @@ def test_a_tiny_benchmark_measures_every_column_quickly():
     assert bench.top5(nets["resnet18"], np.zeros((50, 60, 3), np.uint8), 64) is not None
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "int8"])
+def test_the_runtime_choice_measures_the_exported_model(runtime):
+    table, messages, nets = bench.run_benchmark(["resnet18"], 32, 2, min_run_time=0.05, runtime=runtime)
+    assert messages == [] and list(table.columns) == list(bench.COLUMNS)
+    row = table.iloc[0]
+    assert row["runtime"] == runtime and row["setup_s"] > 0 and row["latency_ms"] > 0
+    assert np.isnan(row["peak_MiB"])  # ONNX Runtime allocates outside torch: not measured, not faked
+    # fp32 ONNX Runtime equals eager to rounding; int8 weights move the logits (random weights: small ones)
+    assert row["max_dlogit_vs_eager"] < (1e-3 if runtime == "onnxruntime" else 1.0)
+    eager_mb = sum(p.numel() for p in nets["resnet18"].parameters()) * 4 / 1e6
+    assert row["file_MB"] < (0.4 if runtime == "int8" else 1.1) * eager_mb
+    render_checking_glyphs(bench.chart(table))
+
+
+def test_an_unknown_runtime_is_refused():
+    with pytest.raises(InputError, match="Unknown runtime 'tensorrt'"):
+        bench.check_request(["resnet18"], 64, 1, "tensorrt")
+
+
 def test_top5_lists_imagenet_classes_and_skips_headless_backbones():
     torch.manual_seed(0)
     net = bench.build("resnet18", 64)
@@ -233,6 +252,26 @@ def test_course_vit_classifies_its_examples():
     assert result.heads.shape == (4, 32, 32) and result.rollout.shape == (32, 32)
     assert len(course_models.vit_figure(result).axes) == 6
     render_checking_glyphs(course_models.vit_figure(result))
+
+
+def test_generated_shapes_are_familiar_and_photos_are_not():
+    data = generate_shapes(
+        200, 32, seed=0, split="test", background=ref.VIT_BACKGROUND
+    )  # not the calibration split
+    familiar = [course_models.familiarity(image).familiar for image in data.images]
+    assert np.mean(familiar) >= 0.99
+    for name in SAMPLE_PHOTOS:
+        ex = course_models.example(f"photo:{name}")
+        assert not course_models.familiarity(images.square(ex.pixels, 32)).familiar, name
+
+
+def test_the_page_warns_when_the_image_is_not_a_generated_shape():
+    probabilities, _, message = ui.on_classify(course_models.example("photo:coffee").pixels)
+    assert probabilities is not None  # the prediction is still shown, under the warning
+    assert message.startswith("⚠") and "knows only six generated shapes" in message
+    assert "confidence means nothing here" in message
+    _, _, message = ui.on_classify(course_models.example("vit:0").pixels)
+    assert message.startswith("✓") and "knows only" not in message
 
 
 def test_course_dino_iou_matches_the_course_evaluation():

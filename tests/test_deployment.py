@@ -162,3 +162,102 @@ def test_build_runtime_runs_every_batch(tiny, runtime, tmp_path):
     torch.testing.assert_close(got, want, atol=tolerance, rtol=tolerance)
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         deployment.build_runtime(tiny, x, "tensorrt")
+
+
+def test_count_torch_calls_counts_each_python_level_call():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    assert deployment.count_torch_calls(model, torch.randn(3, 4)) == 3  # F.linear, F.relu, F.linear
+    assert deployment.count_torch_calls(lambda x: (x + 1).sum(), torch.randn(3)) == 2
+
+
+def test_autocast_trains_float32_weights():
+    model = deployment.autocast(nn.Linear(4, 2))
+    loss = model(torch.randn(3, 4)).square().mean()
+    loss.backward()
+    assert model.model.weight.dtype == torch.float32 and model.model.weight.grad.dtype == torch.float32
+
+
+def _agreement_reference(reference, logits):
+    return float((reference.argmax(1) == logits.argmax(1)).float().mean())
+
+
+def test_check_top1_agreement(exercise_output):
+    deployment.check_top1_agreement(_agreement_reference)
+    for wrong, message in (
+        (lambda r, z: 100 * _agreement_reference(r, z), "not a percentage"),
+        (lambda r, z: float((r == z).float().mean()), "not the logits themselves"),
+        (lambda r, z: float((r.argmax(0) == z.argmax(0)).float().mean()), "dim=1"),
+        (lambda r, z: 0.5, "expected"),
+    ):
+        with pytest.raises(AssertionError, match=message):
+            deployment.check_top1_agreement(wrong)
+    assert "[fail]" in exercise_output(
+        "top-1 agreement", lambda: deployment.check_top1_agreement(lambda r, z: 0.5)
+    )
+
+
+def _float_format(exponent_bits, mantissa_bits):
+    # written from the IEEE 754 layout, independently of torch.finfo (which the check compares with)
+    bias = 2 ** (exponent_bits - 1) - 1
+    eps = 2.0**-mantissa_bits
+    return eps, (2 - eps) * 2.0**bias, 2.0 ** (1 - bias)
+
+
+def test_check_float_format(exercise_output):
+    deployment.check_float_format(_float_format)
+    for wrong, message in (
+        (lambda e, m: (2.0**-m / 2, *_float_format(e, m)[1:]), "unit roundoff"),
+        (lambda e, m: (2.0 ** -(m + 1), *_float_format(e, m)[1:]), "unit roundoff"),
+        (lambda e, m: (2.0**-m, 2.0 ** (2 ** (e - 1)), 2.0 ** (1 - 2 ** (e - 1) + 1)), "largest number"),
+        (lambda e, m: (*_float_format(e, m)[:2], 2.0 ** -(2 ** (e - 1))), "smallest normal"),
+        (lambda e, m: (2.0 ** -(m - 1), *_float_format(e, m)[1:]), "eps should be"),
+        (lambda e, m: (1.0, 2.0), "three numbers"),
+    ):
+        with pytest.raises(AssertionError, match=message):
+            deployment.check_float_format(wrong)
+    assert "[pass]" in exercise_output("float format", lambda: deployment.check_float_format(_float_format))
+
+
+# ------------------------------------------------------------------------------------------------ make gpu-check
+def test_gpu_check_without_cuda_stops_with_the_reason(monkeypatch, capsys):
+    from scripts import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["week4/05"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_gpu_check_dry_run_writes_the_report_frame(tmp_path, monkeypatch):
+    from common.course import notebooks
+    from scripts import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    report = tmp_path / "gpu_check.md"
+    assert gpu_check.main(["--dry-run", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "dry run: nothing executed" in text
+    for nb in notebooks():
+        assert f"| {nb.as_posix()} | not run | 0.0 |" in text
+
+
+def test_gpu_check_report_collects_targets_and_gpu_lines(tmp_path):
+    import json
+
+    from scripts import gpu_check
+
+    executed = tmp_path / "05.ipynb"
+    lines = ["target fastest: 3.1x (goal >= 3x): met\n", "fp16 autocast: 1.2 ms -> 2.00x\n", "other\n"]
+    cell = {"cell_type": "code", "outputs": [{"output_type": "stream", "name": "stdout", "text": lines}]}
+    executed.write_text(json.dumps({"cells": [cell]}))
+    targets, gpu = gpu_check.findings(gpu_check.DEPLOYMENT, executed)
+    assert targets == ["target fastest: 3.1x (goal >= 3x): met"] and gpu == ["fp16 autocast: 1.2 ms -> 2.00x"]
+    assert gpu_check.findings("week6/01_attention_basics.ipynb", executed)[1] == []  # GPU lines: lab 4.5 only
+    rows = [
+        {"notebook": gpu_check.DEPLOYMENT, "status": "ok", "seconds": 300.0, "targets": targets, "gpu": gpu,
+         "error": None},
+        {"notebook": "week6/01", "status": "FAILED", "seconds": 200.5, "targets": [], "gpu": [], "error": "cell 3: X"},
+    ]  # fmt: skip
+    text = gpu_check.report(rows, device="NVIDIA H200", budget=480, environment="env")
+    assert "1/2 notebooks passed; total 500.5 s, OVER the budget of 480 s" in text
+    assert f"- {gpu_check.DEPLOYMENT}: `target fastest: 3.1x (goal >= 3x): met`" in text
+    assert "- `fp16 autocast: 1.2 ms -> 2.00x`" in text and "- week6/01: cell 3: X" in text

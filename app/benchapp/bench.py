@@ -8,7 +8,10 @@ predictions for the user's image.
 
 Each row: parameters (``count_parameters``), FLOPs per image (``count_flops``, FlopCounterMode, on the meta
 device), latency at batch 1 (median and IQR, ``measure_latency``: torch.utils.benchmark), throughput at the
-chosen batch (``measure_throughput``) and peak memory at that batch (``measure_peak_memory``).
+chosen batch (``measure_throughput``) and peak memory at that batch (``measure_peak_memory``), all on the chosen
+runtime (``common.deployment.RUNTIMES``: eager PyTorch, ``torch.compile``, ONNX Runtime, ONNX Runtime int8, built by
+``common.deployment.build_runtime`` as lab 4.5 does), with its setup time (compile or export), the file it runs
+from, and its largest logit difference from eager on the timed batch.
 
 Before anything real is allocated the run is checked against the free memory (:func:`memory_estimate`).
 """
@@ -34,6 +37,7 @@ from common.benchmark import (
     measure_peak_memory,
     measure_throughput,
 )
+from common.deployment import RUNTIMES, ExportError, build_runtime
 from common.model_selection import FAMILIES
 from common.runtime import OfflineError, is_online, require_online
 
@@ -44,9 +48,16 @@ ACTIVATION_FACTOR = 3  # live tensors at once: an op's input, its output and a r
 # Families whose timm models take (and need) the input size at construction: ViTs size their position table.
 SIZED_FAMILIES = ("ViT", "DeiT", "Swin", "DINOv2")
 COLUMNS = (
-    "model", "family", "size", "weights", "input_px", "batch", "params_M", "GFLOPs_per_image", "latency_ms",
-    "latency_iqr_ms", "latency_runs", "throughput_img_s", "peak_MiB", "estimate_MiB",
+    "model", "family", "size", "weights", "runtime", "input_px", "batch", "params_M", "GFLOPs_per_image",
+    "latency_ms", "latency_iqr_ms", "latency_runs", "throughput_img_s", "peak_MiB", "estimate_MiB", "setup_s",
+    "file_MB", "max_dlogit_vs_eager",
 )  # fmt: skip
+RUNTIME_LABELS = {
+    "eager": "eager PyTorch (fp32)",
+    "compiled": "torch.compile (first call compiles: seconds to minutes)",
+    "onnxruntime": "ONNX Runtime (CPU, all graph optimisations)",
+    "int8": "ONNX Runtime int8 (dynamic quantization)",
+}
 
 
 @dataclass(frozen=True)
@@ -71,8 +82,12 @@ def choice_label(model: ZooModel) -> str:
     return f"{model.family} · {model.name} ({model.size})"
 
 
-def check_request(names, img_size, batch_size) -> tuple[list[ZooModel], int, int]:
+def check_request(names, img_size, batch_size, runtime: str = "eager") -> tuple[list[ZooModel], int, int]:
     """The chosen models, size and batch, or :class:`InputError` saying what is wrong."""
+    if runtime not in RUNTIMES:
+        raise InputError(
+            f"알 수 없는 런타임 / Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}."
+        )
     if isinstance(names, str):
         names = [names]
     names = [n for n in (names or []) if n]
@@ -201,8 +216,11 @@ def measure(
     min_run_time: float = 0.2,
     pretrained: bool = False,
     estimate: Estimate | None = None,
+    runtime: str = "eager",
 ) -> tuple[dict, torch.nn.Module]:
-    """One table row for ``model`` (and the model itself, for predictions). Checks memory first."""
+    """One table row for ``model`` on ``runtime`` (and the eager model itself, for predictions). Checks memory
+    first. Peak memory is measured for eager only: ONNX Runtime allocates outside torch, and a compiled graph inside
+    its generated kernels, where ``measure_peak_memory``'s tensor tracking sees nothing."""
     estimate = estimate or memory_estimate(model.name, img_size, batch)
     check_memory(model.name, estimate)
     if pretrained:
@@ -211,16 +229,19 @@ def measure(
     net = build(model.name, img_size, pretrained=pretrained)
     x1 = torch.randn(1, 3, img_size, img_size)
     xb = torch.randn(batch, 3, img_size, img_size)
+    fn, info = build_runtime(net, xb, runtime)
     with torch.no_grad():  # one untimed call per shape: the first builds oneDNN kernels (can take ~1 s)
-        net(x1), net(xb)
-    latency = measure_latency(net, x1, min_run_time=min_run_time)
-    rate = measure_throughput(net, xb, min_run_time=min_run_time)
-    peak = measure_peak_memory(net, xb)
+        fn(x1)
+        dlogit = float((fn(xb).float() - net(xb)).abs().max())
+    latency = measure_latency(fn, x1, min_run_time=min_run_time)
+    rate = measure_throughput(fn, xb, min_run_time=min_run_time)
+    peak = measure_peak_memory(net, xb).mib if runtime == "eager" else float("nan")
     row = {
         "model": model.name,
         "family": model.family,
         "size": model.size,
         "weights": "pretrained" if pretrained else "random",
+        "runtime": runtime,
         "input_px": img_size,
         "batch": batch,
         "params_M": count_parameters(net) / 1e6,
@@ -229,8 +250,11 @@ def measure(
         "latency_iqr_ms": latency.iqr * 1e3,
         "latency_runs": latency.runs,
         "throughput_img_s": rate.items_per_second,
-        "peak_MiB": peak.mib,
+        "peak_MiB": peak,
         "estimate_MiB": estimate.total / 2**20,
+        "setup_s": info["setup_s"],
+        "file_MB": info["bytes"] / 1e6,
+        "max_dlogit_vs_eager": dlogit,
     }
     return row, net
 
@@ -243,10 +267,11 @@ def run_benchmark(
     min_run_time: float = 0.2,
     pretrained: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    runtime: str = "eager",
 ) -> tuple[pd.DataFrame, list[str], dict[str, torch.nn.Module]]:
     """Measure every chosen model. Returns the table, one message per model that was refused or failed
     (the others still run), and the measured models (for top-5 predictions when pretrained)."""
-    models, size, batch = check_request(names, img_size, batch_size)
+    models, size, batch = check_request(names, img_size, batch_size, runtime)
     rows, messages, nets = [], [], {}
     for i, model in enumerate(models):
         if progress:
@@ -254,10 +279,19 @@ def run_benchmark(
         try:
             estimate = memory_estimate(model.name, size, batch)
             row, net = measure(
-                model, size, batch, min_run_time=min_run_time, pretrained=pretrained, estimate=estimate
+                model,
+                size,
+                batch,
+                min_run_time=min_run_time,
+                pretrained=pretrained,
+                estimate=estimate,
+                runtime=runtime,
             )
         except (InputError, OfflineError) as err:
             messages.append(str(err))
+            continue
+        except ExportError as err:  # the message names the fix
+            messages.append(f"{model.name}: ONNX 변환 실패 / export failed: {str(err)[:300]}")
             continue
         except (RuntimeError, MemoryError, OSError, ValueError) as err:  # a failed allocation or download
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
@@ -288,10 +322,10 @@ def chart(table: pd.DataFrame):
     labels = table["model"].tolist()
     y = np.arange(len(labels))
     axes[0].barh(y, table["latency_ms"], xerr=table["latency_iqr_ms"] / 2, color="tab:blue", capsize=3)
-    axes[0].set_xlabel("latency, batch 1 (ms; bar = IQR)")
+    axes[0].set_xlabel(f"latency, batch 1 (ms; bar = IQR), {table['runtime'].iloc[0]}")
     axes[1].barh(y, table["throughput_img_s"], color="tab:green")
     axes[1].set_xlabel(f"throughput (images/s, batch {int(table['batch'].iloc[0])})")
-    axes[2].barh(y, table["peak_MiB"], color="tab:orange", label="measured peak")
+    axes[2].barh(y, table["peak_MiB"].fillna(0), color="tab:orange", label="measured peak (eager only)")
     axes[2].scatter(
         table["estimate_MiB"], y, color="black", marker="|", s=200, label="estimate (refusal check)"
     )

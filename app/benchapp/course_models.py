@@ -8,6 +8,12 @@
 
 Inputs are standardised with the mean and std stored in each checkpoint (as week4/01 and ``common.
 reference_models`` do) after the image's centre square is area-averaged to the models' 32 × 32 pixels.
+Out-of-distribution warning (:func:`familiarity`): the ViT was trained on one shape on a plain grey background with
+pixel noise, and it gives a confident class to anything, a photograph included. An input counts as familiar when the
+border of its 32 × 32 version (the outer 2 pixels: background in every generated image) has the training background's
+colour and spread, within ``OOD_MARGIN`` times the largest deviation seen on ``N_CALIBRATION`` generated images of the
+validation split. The rule looks at the background only: it flags photographs, not a strange object on grey.
+
 Examples are generated the way each model was trained: plain shapes for the ViT (``VIT_BACKGROUND``), the
 textured variant for DINO (``DINO_DATA``), both from the test split, with their true masks.
 """
@@ -33,6 +39,9 @@ from common.dino_eval import attention_masks, last_block_cls_attention, mask_iou
 IMAGE_SIZE = ref.IMAGE_SIZE  # 32: what both checkpoints were trained on
 MASS = 0.6  # DINO's threshold: each head keeps the patches that hold 60 % of its CLS attention
 N_EXAMPLES = 6
+N_CALIBRATION = 300  # generated validation-split shapes that set the familiarity limits
+OOD_MARGIN = 1.25  # limits = this x the largest deviation among them
+BORDER = 2  # pixels of the 32 x 32 input that are background in every generated image
 DISPLAY = 8  # generated examples are shown enlarged 8x (nearest); area averaging undoes it exactly
 
 
@@ -135,12 +144,63 @@ def _upsample(grid: torch.Tensor, size: int = IMAGE_SIZE) -> np.ndarray:
     return up.reshape(*lead, size, size).numpy()
 
 
+def _border_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (N, 3, 32, 32): the median colour of the border pixels (N, 3) and their largest per-channel std."""
+    b = BORDER
+    border = torch.cat(
+        [images[..., :b, :].flatten(2), images[..., -b:, :].flatten(2), images[..., b:-b, :b].flatten(2),
+         images[..., b:-b, -b:].flatten(2)],
+        dim=2,
+    )  # fmt: skip
+    return border.median(2).values, border.std(2).max(1).values
+
+
+@cache
+def _calibration() -> tuple[torch.Tensor, float, float]:
+    """The training background's colour and the limits on colour shift and spread, from generated images."""
+    data = generate_shapes(N_CALIBRATION, IMAGE_SIZE, seed=0, split="val", background=ref.VIT_BACKGROUND)
+    colour, spread = _border_stats(data.images)
+    grey = colour.mean(0)
+    shift = (colour - grey).abs().max(1).values
+    return grey, OOD_MARGIN * float(shift.max()), OOD_MARGIN * float(spread.max())
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    familiar: bool
+    colour_shift: float  # largest channel difference between the border's median colour and the training grey
+    spread: float  # largest per-channel std of the border pixels
+    shift_limit: float
+    spread_limit: float
+
+    def warning(self) -> str:
+        return (
+            "⚠ 학습 분포 밖의 이미지 / Not like the training images: this ViT knows only six generated shapes "
+            f"({', '.join(SHAPE_CLASSES)}) on a plain grey background, and its confidence means nothing here. "
+            f"The image's border differs from that background (colour shift {self.colour_shift:.2f}, limit "
+            f"{self.shift_limit:.2f}; spread {self.spread:.2f}, limit {self.spread_limit:.2f}: limits from "
+            f"{N_CALIBRATION} generated images)."
+        )
+
+
+def familiarity(raw: torch.Tensor) -> Familiarity:
+    """Whether a (3, 32, 32) image in [0, 1] has the background of the ViT's training images (see module doc)."""
+    grey, shift_limit, spread_limit = _calibration()
+    colour, spread = _border_stats(raw[None])
+    shift = float((colour[0] - grey).abs().max())
+    spread = float(spread[0])
+    return Familiarity(
+        shift <= shift_limit and spread <= spread_limit, shift, spread, shift_limit, spread_limit
+    )
+
+
 @dataclass
 class ViTResult:
     probabilities: dict[str, float]  # class -> probability
     heads: np.ndarray  # (heads, 32, 32): last block's CLS attention per head, upsampled
     rollout: np.ndarray  # (32, 32): CLS row of the attention rollout, upsampled
     image: np.ndarray  # (32, 32, 3) what the model saw
+    familiarity: Familiarity | None = None
 
 
 @torch.no_grad()
@@ -158,6 +218,7 @@ def classify(pixels: np.ndarray) -> ViTResult:
         _upsample(heads),
         _upsample(rollout),
         to_pixels(raw),
+        familiarity(raw),
     )
 
 

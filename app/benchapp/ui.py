@@ -80,6 +80,7 @@ def on_benchmark(
     min_run_time,
     pretrained,
     pixels,
+    runtime="eager",
     progress=gr.Progress(),  # noqa: B008
 ):
     """-> (message, table, chart, csv path, predictions)."""
@@ -96,6 +97,7 @@ def on_benchmark(
             min_run_time=float(min_run_time),
             pretrained=bool(pretrained),
             progress=lambda fraction, desc: progress(fraction, desc=desc),
+            runtime=runtime,
         )
     except InputError as err:
         return (warn(str(err)), *empty)
@@ -113,8 +115,11 @@ def on_benchmark(
     table.to_csv(csv_path, index=False)
     notes.insert(
         0,
-        f"✓ {len(table)}개 모델 측정 완료 / measured {len(table)} model(s): latency at batch 1 (median, IQR), "
-        f"throughput and peak memory at batch {int(batch)}; FLOPs per image (FlopCounterMode).",
+        f"✓ {len(table)}개 모델 측정 완료 / measured {len(table)} model(s) on {bench.RUNTIME_LABELS[runtime]}: "
+        f"latency at batch 1 (median, IQR), throughput at batch {int(batch)}, peak memory "
+        f"{'at that batch' if runtime == 'eager' else '(eager only: not seen outside torch ops, left empty)'}; "
+        "FLOPs per image (FlopCounterMode); setup_s = compile or export time, paid once before timing; "
+        "max_dlogit_vs_eager = the largest logit difference from eager on the timed batch.",
     )
     predictions = ""
     if pretrained:
@@ -192,6 +197,8 @@ def on_classify(pixels):
         "CLS attention per head; rollout: all blocks (Abnar & Zuidema). The image's centre square is "
         "averaged to 32×32 px and standardised with the checkpoint's mean/std."
     )
+    if result.familiarity is not None and not result.familiarity.familiar:
+        message = result.familiarity.warning() + "\n\n" + message
     return result.probabilities, course_models.vit_figure(result), message
 
 
@@ -300,6 +307,12 @@ def build_demo() -> gr.Blocks:
                             0.1, 2.0, value=0.2, step=0.05,
                             label="측정 시간 / seconds per measurement", elem_id="bench-time",
                         )  # fmt: skip
+                    runtime = gr.Radio(
+                        choices=[(label, key) for key, label in bench.RUNTIME_LABELS.items()],
+                        value="eager",
+                        label="런타임 / runtime (lab 4.5: common.deployment)",
+                        elem_id="bench-runtime",
+                    )
                     pretrained = gr.Checkbox(
                         False,
                         label="사전학습 가중치 + top-5 / pretrained weights + top-5 (needs the network)",
@@ -320,7 +333,7 @@ def build_demo() -> gr.Blocks:
             upload1.upload(on_upload, upload1, [preview1, notice1, pixels1])
             run.click(
                 on_benchmark,
-                [models, img_size, batch, min_time, pretrained, pixels1],
+                [models, img_size, batch, min_time, pretrained, pixels1, runtime],
                 [bench_msg, table, plot, csv, predictions],
                 concurrency_limit=1,
                 concurrency_id="cpu",
