@@ -1,13 +1,16 @@
 """Attention from scratch: scaled dot-product attention step by step, masks, multi-head attention.
 
 Mask convention (the same as ``torch.nn.functional.scaled_dot_product_attention``): a boolean mask
-is ``True`` where a query MAY attend to a key; a float mask is added to the scores.
+is ``True`` where a query MAY attend to a key; a float mask is added to the scores. Beware:
+``nn.MultiheadAttention``'s boolean ``attn_mask`` and ``key_padding_mask`` mean the opposite (``True`` = blocked).
 
 Public API
 ----------
 - :func:`scaled_dot_product_attention`, :func:`causal_mask`, :func:`padding_mask`, :class:`MultiHeadAttention`.
 - Small functions that are also the reference solutions of labs 6.1 and 6.2's exercises:
   :func:`softmax_with_temperature`, :func:`most_attended_word`, :func:`self_attention`,
+  :func:`multi_head_attention` (from weights in ``nn.MultiheadAttention``'s layout, checked by
+  :func:`check_multi_head_attention`),
   :func:`attention_layer_flops` (lab 6.2's exercise 3 lives with ``head_diversity`` in
   ``common.attention_analysis``).
 - The exercises' self-checks (each raises AssertionError with a hint): lab 6.1 :func:`check_attention`,
@@ -279,3 +282,109 @@ def check_attention_layer_flops(fn: Callable[[int, int], int]) -> None:
             if got == wrong:
                 raise AssertionError(message)
         raise AssertionError(f"n={n}, d={d}: expected {want:,} FLOPs, got {got:,}")
+
+
+# ---------------------------------------------------------------- lab 6.2's exercise 1: multi-head attention
+def multi_head_attention(
+    x: Tensor,
+    w_qkv: Tensor,
+    b_qkv: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    num_heads: int,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Multi-head self-attention from its weights, the layout of ``nn.MultiheadAttention``: ``w_qkv`` (3d, d) =
+    [W_q; W_k; W_v] (its ``in_proj_weight``), ``b_qkv`` (3d,), ``w_out`` (d, d), ``b_out`` (d,). ``x`` (B, N, d).
+    ``mask`` follows this course's convention (boolean, ``True`` = may attend), broadcast to (B, heads, N, N)."""
+    B, N, d = x.shape
+    if d % num_heads:
+        raise ValueError(f"d = {d} is not divisible by num_heads = {num_heads}.")
+    d_k = d // num_heads
+    q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)  # each (B, N, d)
+
+    # (B, N, d) -> (B, heads, N, d_k): head h owns features h*d_k ... (h+1)*d_k - 1
+    def split(t: Tensor) -> Tensor:
+        return t.reshape(B, N, num_heads, d_k).transpose(1, 2)
+
+    out, _ = scaled_dot_product_attention(split(q), split(k), split(v), mask=mask)  # scale 1/sqrt(d_k)
+    return F.linear(out.transpose(1, 2).reshape(B, N, d), w_out, b_out)  # merge heads, then mix them
+
+
+def check_multi_head_attention(fn: Callable[..., Tensor]) -> None:
+    """Lab 6.2, exercise 1: ``fn(x, w_qkv, b_qkv, w_out, b_out, num_heads, mask=None)`` must equal
+    ``torch.nn.MultiheadAttention`` loaded with the same weights, without a mask and with a causal one. The
+    usual mistakes (scale, head split, merge, mask convention, output projection) are named."""
+    g = torch.Generator().manual_seed(0)
+    B, N, d, h = 2, 5, 8, 2
+    x = torch.randn(B, N, d, generator=g)
+    mha = nn.MultiheadAttention(d, h, batch_first=True)
+    with torch.no_grad():
+        for p in mha.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g))
+    weights = (
+        mha.in_proj_weight.detach(),
+        mha.in_proj_bias.detach(),
+        mha.out_proj.weight.detach(),
+        mha.out_proj.bias.detach(),
+    )
+    w_qkv, b_qkv, w_out, b_out = weights
+    mask = causal_mask(N)
+    q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+
+    def heads(t, wrong_split=False):
+        return t.reshape(B, h, N, d // h) if wrong_split else t.reshape(B, N, h, d // h).transpose(1, 2)
+
+    def variant(mask_, scale=None, wrong_split=False, wrong_merge=False, project=True):
+        out, _ = scaled_dot_product_attention(
+            heads(q, wrong_split), heads(k, wrong_split), heads(v, wrong_split), mask=mask_, scale=scale
+        )
+        merged = out.reshape(B, N, d) if wrong_merge else out.transpose(1, 2).reshape(B, N, d)
+        return F.linear(merged, w_out, b_out) if project else merged
+
+    for label, m in (("without a mask", None), ("with a causal mask (True = may attend)", mask)):
+        with torch.no_grad():
+            # nn.MultiheadAttention's boolean attn_mask means the opposite: True = blocked
+            want = mha(x, x, x, attn_mask=None if m is None else ~m, need_weights=False)[0]
+            got = _returned(fn(x, *weights, h, mask=m), want.shape)
+        if torch.allclose(got, want, atol=1e-5):
+            continue
+        slips = [
+            (
+                variant(m, scale=1 / math.sqrt(d)),
+                "you scaled by 1/sqrt(d_model); each head's scores use its own "
+                "width: divide by sqrt(d_k) = sqrt(d_model / num_heads)",
+            ),
+            (variant(m, scale=1.0), "the scores are not scaled; divide Q Kᵀ by sqrt(d_k)"),
+            (
+                variant(m, wrong_split=True),
+                "heads split with reshape(B, heads, N, d_k) directly: that mixes positions; "
+                "reshape to (B, N, heads, d_k), then transpose(1, 2)",
+            ),
+            (
+                variant(m, wrong_merge=True),
+                "heads merged with reshape(B, N, d) on a (B, heads, N, d_k) tensor: "
+                "transpose(1, 2) back to (B, N, heads, d_k) first",
+            ),
+            (
+                variant(m, project=False),
+                "the heads were concatenated but not mixed: apply the output projection (w_out, b_out)",
+            ),
+        ]
+        if m is not None:
+            slips.append(
+                (
+                    variant(~m),
+                    "mask inverted: in this course (and F.scaled_dot_product_attention) "
+                    "True means 'may attend'; nn.MultiheadAttention's boolean attn_mask means 'blocked'",
+                )
+            )
+            slips.append(
+                (variant(None), "the mask was ignored: set the blocked scores to -inf before softmax")
+            )
+        for wrong, message in slips:  # equal_nan: an inverted causal mask blocks a whole row
+            if torch.allclose(got, wrong, atol=1e-5, equal_nan=True):
+                raise AssertionError(f"{label}: {message}")
+        raise AssertionError(
+            f"{label}: the output differs from nn.MultiheadAttention by up to {(got - want).abs().max():.3g}"
+        )

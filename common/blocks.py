@@ -7,10 +7,10 @@ Public API
 ----------
 - :class:`FeedForward`, :class:`TransformerBlock` (``norm="pre" | "post"``, ``residual``, ``activation``).
 - Small functions that are also reference solutions of lab 6.4's exercises: :func:`layer_norm`,
-  :func:`post_norm_forward`, :func:`rms_norm`; and :func:`ffn_as_one_linear` (an FFN without its activation is
+  :func:`post_norm_forward`, :func:`rms_norm`, :func:`pre_norm_block_forward`; and :func:`ffn_as_one_linear` (an FFN without its activation is
   one linear map).
 - The exercises' self-checks (each raises AssertionError with a hint): :func:`check_layer_norm`,
-  :func:`check_post_norm_forward`, :func:`check_rms_norm`.
+  :func:`check_post_norm_forward`, :func:`check_rms_norm`, :func:`check_pre_norm_block_forward`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common.attention import MultiHeadAttention
+from common.attention import MultiHeadAttention, multi_head_attention
 
 # "identity" removes the non-linearity: only to measure what it is for (lab 6.4)
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
@@ -115,6 +115,25 @@ def post_norm_forward(block: TransformerBlock, x: Tensor) -> Tensor:
     return block.norm2(x + block.mlp(x))
 
 
+def pre_norm_block_forward(block: TransformerBlock, x: Tensor) -> Tensor:
+    """Lab 6.4, exercise 4: a pre-norm block's forward pass from its *parameters* only, with
+    :func:`common.attention.multi_head_attention` for the attention (``qkv`` is already in its layout):
+    h = x + Attn(LN1(x)); out = h + W2 GELU(W1 LN2(h) + b1) + b2."""
+    ln1 = F.layer_norm(x, x.shape[-1:], block.norm1.weight, block.norm1.bias, block.norm1.eps)
+    a = multi_head_attention(
+        ln1,
+        block.attn.qkv.weight,
+        block.attn.qkv.bias,
+        block.attn.proj.weight,
+        block.attn.proj.bias,
+        block.attn.num_heads,
+    )
+    h = x + a
+    ln2 = F.layer_norm(h, h.shape[-1:], block.norm2.weight, block.norm2.bias, block.norm2.eps)
+    fc1, fc2 = block.mlp.fc1, block.mlp.fc2
+    return h + F.linear(F.gelu(F.linear(ln2, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+
+
 def ffn_as_one_linear(ffn: FeedForward) -> nn.Linear:
     """The one linear layer that equals ``ffn`` when its activation is the identity (and dropout is off):
     fc2(fc1(x)) = x W1ᵀ W2ᵀ + (W2 b1 + b2), a (dim -> dim) map however wide the hidden layer is."""
@@ -203,6 +222,52 @@ def check_post_norm_forward(fn: Callable[[TransformerBlock, Tensor], Tensor]) ->
             raise AssertionError("norm1 and norm2 are swapped: norm1 follows the attention, norm2 the FFN")
     raise AssertionError(
         "differs from TransformerBlock(norm='post'): x = LN1(x + Attn(x)); x = LN2(x + FFN(x))"
+    )
+
+
+def check_pre_norm_block_forward(fn: Callable[[TransformerBlock, Tensor], Tensor]) -> None:
+    """Lab 6.4, exercise 4: ``fn(block, x)`` must equal ``TransformerBlock(norm="pre")``'s forward on random
+    weights (LayerNorm gains and shifts not 1 and 0, so that each mistake shows). The usual mistakes are named."""
+    torch.manual_seed(2)
+    block = TransformerBlock(16, 4, norm="pre").eval()
+    with torch.no_grad():
+        for norm in (block.norm1, block.norm2):
+            norm.weight.normal_(1.0, 0.3)
+            norm.bias.normal_(0.0, 0.3)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        got = _tensor_like(fn(block, x.clone()), (2, 5, 16))
+        if torch.allclose(got, block(x), atol=1e-5):
+            return
+        attn, mlp, n1, n2 = block.attn, block.mlp, block.norm1, block.norm2
+        h = x + attn(n1(x))
+        relu = h + mlp.fc2(F.relu(mlp.fc1(n2(h))))
+        slips = (
+            (
+                post_norm_forward(block, x),
+                "that is the post-norm block; pre-norm normalises each sublayer's input: "
+                "h = x + Attn(LN1(x)), then h + FFN(LN2(h))",
+            ),
+            (
+                attn(n1(x)) + mlp(n2(attn(n1(x)))),
+                "the residual connections are missing: add each sublayer's input to its output",
+            ),
+            (mlp(n2(h)), "the second residual is missing: return h + FFN(LN2(h)), not FFN(LN2(h))"),
+            (
+                x + attn(n1(x)) + mlp(n2(x)),
+                "the FFN read LN2(x); it must read the attention sublayer's output: "
+                "LN2(h) with h = x + Attn(LN1(x))",
+            ),
+            (relu, "the FFN's activation is GELU (F.gelu), not ReLU"),
+            (h + mlp(n1(h)), "both sublayers used norm1; the FFN has its own LayerNorm, norm2"),
+            (x + attn(x) + mlp(x + attn(x)), "the LayerNorms are missing: normalise each sublayer's input"),
+        )
+        for wrong, message in slips:
+            if torch.allclose(got, wrong, atol=1e-5):
+                raise AssertionError(message)
+    raise AssertionError(
+        f"differs from TransformerBlock(norm='pre') by up to {(got - block(x)).abs().max():.3g}: "
+        "h = x + Attn(LN1(x)); out = h + FFN(LN2(h))"
     )
 
 

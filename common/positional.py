@@ -84,15 +84,23 @@ class LearnedPositionalEmbedding(nn.Module):
         return self.dropout(x + self.table.weight[:n])
 
 
-def linear_encoding(num_positions: int, dim: int, max_len: int | None = None) -> Tensor:
+def linear_encoding(
+    num_positions: int, dim: int, max_len: int | None = None, *, single_channel: bool = False
+) -> Tensor:
     """The naive encoding PE(pos) = pos / max_len, the same value in every channel: (num_positions, dim).
 
     One number per position: it orders positions but carries no multi-scale pattern, and its scale
-    depends on ``max_len`` (default ``num_positions``).
+    depends on ``max_len`` (default ``num_positions``). Added to every channel it is a per-token constant,
+    which the next LayerNorm subtracts exactly; ``single_channel=True`` puts it in channel 0 only (zeros
+    elsewhere), where LayerNorm cannot remove it.
     """
     max_len = num_positions if max_len is None else max_len
     if max_len < 1 or dim < 1:
         raise ValueError(f"need max_len >= 1 and dim >= 1, got max_len={max_len}, dim={dim}.")
+    if single_channel:
+        table = torch.zeros(num_positions, dim)
+        table[:, 0] = torch.arange(num_positions, dtype=torch.float32) / max_len
+        return table
     return (
         (torch.arange(num_positions, dtype=torch.float32) / max_len)[:, None]
         .expand(num_positions, dim)

@@ -16,6 +16,7 @@ LAYERS = {  # lowest first
         "timm_interop",
         "datasets",
         "sine_waves",
+        "recall",
         "captions",
         "dates",
     ],

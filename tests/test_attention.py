@@ -257,3 +257,74 @@ def test_check_attention_layer_flops(exercise_output):
     with pytest.raises(AssertionError, match="count the projections too"):
         check_attention_layer_flops(lambda n, d: 4 * n * n * d)
     assert exercise_output("flops", lambda: check_attention_layer_flops(lambda n, d: 0)).startswith("[fail]")
+
+
+# ------------------------------------------------------- lab 6.2's exercise 1: multi-head attention from weights
+from common.attention import check_multi_head_attention, multi_head_attention  # noqa: E402
+
+
+def _torch_mha(d, h, seed=0):
+    torch.manual_seed(seed)
+    mha = nn.MultiheadAttention(d, h, batch_first=True)
+    with torch.no_grad():
+        for p in mha.parameters():
+            p.normal_(0, 0.3)
+    return mha, (mha.in_proj_weight, mha.in_proj_bias, mha.out_proj.weight, mha.out_proj.bias)
+
+
+@pytest.mark.parametrize("d, h", [(8, 1), (12, 3), (16, 4)])
+def test_multi_head_attention_matches_torch(d, h):
+    mha, weights = _torch_mha(d, h)
+    x = torch.randn(3, 6, d)
+    lengths = torch.tensor([6, 4, 2])
+    keep = padding_mask(lengths, 6)[:, None]  # (B, 1, 1, N): True = a real token
+    with torch.no_grad():
+        torch.testing.assert_close(multi_head_attention(x, *weights, h), mha(x, x, x, need_weights=False)[0])
+        torch.testing.assert_close(  # torch's key_padding_mask is True where a key is padding
+            multi_head_attention(x, *weights, h, mask=keep),
+            mha(x, x, x, key_padding_mask=~keep[:, 0, 0], need_weights=False)[0],
+        )
+    with pytest.raises(ValueError, match="divisible"):
+        multi_head_attention(x, *weights, 5)
+
+
+def test_check_multi_head_attention(exercise_output):
+    ok = exercise_output("mha", lambda: check_multi_head_attention(multi_head_attention))
+    assert ok.startswith("[pass]")
+
+    def wrong(mistake):
+        def fn(x, w_qkv, b_qkv, w_out, b_out, num_heads, mask=None):
+            B, N, d = x.shape
+            dk = d // num_heads
+            q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
+            split = (
+                (lambda t: t.reshape(B, num_heads, N, dk))
+                if mistake == "split"
+                else (lambda t: t.reshape(B, N, num_heads, dk).transpose(1, 2))
+            )
+            scores = split(q) @ split(k).transpose(-2, -1)
+            if mistake != "no scale":
+                scores = scores / math.sqrt(d if mistake == "d_model" else dk)
+            if mask is not None and mistake != "ignore mask":
+                scores = scores.masked_fill(mask if mistake == "inverted" else ~mask, float("-inf"))
+            out = scores.softmax(-1) @ split(v)
+            out = out.reshape(B, N, d) if mistake == "merge" else out.transpose(1, 2).reshape(B, N, d)
+            return out if mistake == "no proj" else F.linear(out, w_out, b_out)
+
+        return fn
+
+    for mistake, hint in (
+        ("d_model", "sqrt(d_k)"),
+        ("no scale", "not scaled"),
+        ("split", "mixes positions"),
+        ("merge", "transpose"),
+        ("no proj", "output projection"),
+        ("inverted", "inverted"),
+        ("ignore mask", "ignored"),
+    ):
+        answer = wrong(mistake)
+        line = exercise_output("mha", lambda answer=answer: check_multi_head_attention(answer))
+        assert line.startswith("[fail]") and hint in line, (mistake, line)
+    assert exercise_output("mha", lambda: check_multi_head_attention(lambda *a, **k: a[0])).startswith(
+        "[fail]"
+    )

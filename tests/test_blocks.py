@@ -8,10 +8,12 @@ from common.blocks import (
     TransformerBlock,
     check_layer_norm,
     check_post_norm_forward,
+    check_pre_norm_block_forward,
     check_rms_norm,
     ffn_as_one_linear,
     layer_norm,
     post_norm_forward,
+    pre_norm_block_forward,
     rms_norm,
 )
 
@@ -208,3 +210,41 @@ def test_rms_norm_check_accepts_the_reference_and_names_the_slips(exercise_outpu
     assert "[fail] Exercise 3: gamma is missing" in exercise_output(
         "Exercise 3", lambda: check_rms_norm(lambda x, g, eps=1e-6: x / (rms(x) + eps).sqrt())
     )
+
+
+def test_pre_norm_block_forward_from_parameters_equals_torchs_norm_first_layer():
+    torch.manual_seed(4)
+    block = TransformerBlock(24, 3, norm="pre").eval()
+    with torch.no_grad():
+        block.norm2.weight.normal_(1.0, 0.3)
+    x = torch.randn(2, 7, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            pre_norm_block_forward(block, x), torch_layer(block, norm_first=True)(x), atol=1e-5, rtol=0
+        )
+
+
+def test_pre_norm_block_check_accepts_the_reference_and_names_the_slips(exercise_output):
+    assert exercise_output("pre", lambda: check_pre_norm_block_forward(pre_norm_block_forward)).startswith(
+        "[pass]"
+    )
+
+    def ffn(block, t, act=F.gelu):
+        return block.mlp.fc2(act(block.mlp.fc1(t)))
+
+    wrong = {
+        "post-norm": lambda b, x: post_norm_forward(b, x),
+        "residual connections are missing": lambda b, x: (
+            b.attn(b.norm1(x)) + ffn(b, b.norm2(b.attn(b.norm1(x))))
+        ),
+        "second residual": lambda b, x: ffn(b, b.norm2(x + b.attn(b.norm1(x)))),
+        "LN2(x)": lambda b, x: x + b.attn(b.norm1(x)) + ffn(b, b.norm2(x)),
+        "not ReLU": lambda b, x: (lambda h: h + ffn(b, b.norm2(h), F.relu))(x + b.attn(b.norm1(x))),
+        "norm2": lambda b, x: (lambda h: h + ffn(b, b.norm1(h)))(x + b.attn(b.norm1(x))),
+        "LayerNorms are missing": lambda b, x: (lambda h: h + ffn(b, h))(x + b.attn(x)),
+    }
+    for hint, fn in wrong.items():
+        line = exercise_output("pre", lambda fn=fn: check_pre_norm_block_forward(fn))
+        assert line.startswith("[fail]") and hint in line, (hint, line)
+    line = exercise_output("pre", lambda: check_pre_norm_block_forward(lambda b, x: 2 * x))
+    assert line.startswith("[fail] pre: differs from TransformerBlock")

@@ -197,3 +197,16 @@ def test_relative_index_check_catches_sign_and_missing_clipping(exercise_output)
     assert "[fail] Exercise 4: the offsets are not clipped" in exercise_output(
         "Exercise 4", lambda: check_relative_index(lambda n, max_distance: by_hand(n, n))
     )
+
+
+def test_single_channel_linear_encoding_survives_layer_norm():
+    pe = linear_encoding(6, 4, max_len=10, single_channel=True)
+    torch.testing.assert_close(pe[:, 0], torch.arange(6) / 10)
+    assert torch.count_nonzero(pe[:, 1:]) == 0
+    x = torch.randn(6, 4)
+    ln = torch.nn.functional.layer_norm
+    # every-channel code: LayerNorm removes it exactly; one-channel code: it does not
+    torch.testing.assert_close(
+        ln(x + linear_encoding(6, 4, max_len=10), (4,)), ln(x, (4,)), atol=1e-5, rtol=0
+    )
+    assert not torch.allclose(ln(x + pe, (4,)), ln(x, (4,)), atol=1e-3)

@@ -248,3 +248,98 @@ def test_scaling_exponent_check_accepts_the_reference_and_explains_wrong_answers
         "scaling", lambda: check_scaling_exponent(lambda n, t: np.polyfit(n, t, 1)[0])
     )
     assert "[pass] scaling" in exercise_output("scaling", lambda: check_scaling_exponent(scaling_exponent))
+
+
+# ------------------------------------------------------------------ lab 6.5's recall task and linear baseline
+from common.recall import marked_recall, recall_splits  # noqa: E402
+from common.sequence_models import (  # noqa: E402
+    LinearAutoregressor,
+    build_sequence_model,
+    fit_least_squares,
+    recall_accuracy_by_lag,
+    train_recall,
+)
+
+
+def test_marked_recall_marks_one_step_and_targets_its_symbol():
+    x, y, lags = marked_recall(500, seq_len=12, n_symbols=5, seed=3)
+    assert x.shape == (500, 12, 2) and y.shape == (500,) and lags.shape == (500,)
+    assert torch.equal(x[..., 1].sum(1), torch.ones(500))  # exactly one mark per sequence
+    marked = x[..., 1].argmax(1)
+    assert torch.equal(marked, 11 - lags)  # lag = steps from the mark to the last step
+    levels = x[torch.arange(500), marked, 0]
+    torch.testing.assert_close(levels, 2 * y.float() / 4 - 1)  # the target is the marked step's symbol
+    assert set(lags.tolist()) == set(range(12)) and set(y.tolist()) == set(range(5))
+    assert set(x[..., 0].unique().tolist()) == {-1.0, -0.5, 0.0, 0.5, 1.0}
+    torch.testing.assert_close(marked_recall(8, seed=1)[0], marked_recall(8, seed=1)[0])
+    splits = recall_splits(16, 4, 8, seq_len=12)
+    assert [len(s) for s in (splits.train, splits.val, splits.test)] == [16, 4, 8]
+
+
+def test_marked_recall_bad_arguments_raise():
+    with pytest.raises(ValueError, match="max_lag"):
+        marked_recall(4, seq_len=8, max_lag=8)
+    with pytest.raises(ValueError, match="n_symbols"):
+        marked_recall(4, n_symbols=1)
+
+
+class _ReadStep(nn.Module):
+    """A hand-written model: one-hot logits of the symbol at the marked step (or at the last step)."""
+
+    def __init__(self, n_symbols, marked=True):
+        super().__init__()
+        self.n_symbols, self.marked = n_symbols, marked
+
+    def forward(self, x):
+        step = x[..., 1].argmax(1) if self.marked else torch.full((len(x),), x.shape[1] - 1)
+        level = x[torch.arange(len(x)), step, 0]
+        symbol = torch.round((level + 1) / 2 * (self.n_symbols - 1)).long()
+        return nn.functional.one_hot(symbol, self.n_symbols).float()
+
+
+def test_recall_accuracy_by_lag_against_hand_written_readers():
+    data = recall_splits(8, 8, 4000, seq_len=10, n_symbols=8).test
+    oracle = recall_accuracy_by_lag(_ReadStep(8), data)
+    np.testing.assert_allclose(oracle, np.ones(10))
+    last = recall_accuracy_by_lag(_ReadStep(8, marked=False), data)
+    assert last[0] == 1.0 and abs(last[1:].mean() - 1 / 8) < 0.03  # right at lag 0, chance elsewhere
+
+
+def test_linear_autoregressor_recovers_the_sine_recurrence():
+    # one frequency: y[t+1] = 2 cos(f) y[t] - y[t-1] exactly, so least squares over 2 lags finds those weights,
+    # the same as numpy's lstsq on the design matrix written out
+    train = torch.utils.data.TensorDataset(*sine_waves(64, seq_len=2, seed=0, frequency=(0.3, 0.3)))
+    model = fit_least_squares(LinearAutoregressor(2), train)
+    torch.testing.assert_close(
+        model.linear.weight[0], torch.tensor([-1.0, 2 * math.cos(0.3)]), atol=1e-4, rtol=0
+    )
+    x, y = sine_waves(256, seq_len=20, seed=1)
+    train = torch.utils.data.TensorDataset(x, y)
+    model = fit_least_squares(LinearAutoregressor(20), train)
+    design = np.concatenate([x[..., 0].double().numpy(), np.ones((256, 1))], axis=1)
+    want = np.linalg.lstsq(design, y.double().numpy(), rcond=None)[0][:, 0]
+    with torch.no_grad():
+        ours = model(x)[:, 0].double().numpy()
+    np.testing.assert_allclose(ours, design @ want, atol=1e-4)
+    with pytest.raises(ValueError, match="LinearAutoregressor"):
+        fit_least_squares(LinearAutoregressor(5), train)
+
+
+def test_build_sequence_model_sizes_and_channels():
+    assert sum(p.numel() for p in build_sequence_model("RNN").parameters()) == 64 + 64 * 64 + 128 + 65
+    transformer = build_sequence_model("Transformer", in_features=2, out_features=8)
+    assert transformer(torch.randn(3, 7, 2)).shape == (3, 8)
+    assert build_sequence_model("LSTM", in_features=2, out_features=8)(torch.randn(3, 7, 2)).shape == (3, 8)
+    assert build_sequence_model("Transformer", num_heads=8).blocks[0].attn.num_heads == 8
+    with pytest.raises(ValueError, match="unknown model"):
+        build_sequence_model("GRU")
+    with pytest.raises(ValueError, match="in_features=2"):
+        transformer(torch.randn(3, 7, 1))
+
+
+def test_train_recall_reports_accuracy_per_lag():
+    splits = recall_splits(128, 32, 64, seq_len=6, n_symbols=4)
+    torch.manual_seed(0)
+    run = train_recall(build_sequence_model("RNN", in_features=2, out_features=4), splits, epochs=1, lr=1e-2)
+    assert run.accuracy_by_lag.shape == (6,) and 0 <= run.test_accuracy <= 1
+    assert len(run.history.records) == 1 and run.seconds > 0
