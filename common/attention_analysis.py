@@ -1,4 +1,4 @@
-"""Reading attention weights: how spread out a head is (entropy), how far it looks (mean distance),
+"""Reading attention weights: how spread out a head is (entropy), how far it looks (mean distance; in pixels across a ViT's patch grid, :func:`patch_attention_distance`),
 how different the heads of one layer are from each other (Jensen-Shannon diversity, and
 :func:`max_head_diversity`, its bound when heads specialise on a few relations: the reference solution of lab 6.2's
 exercise 3, checked by :func:`check_max_head_diversity`), and how much each token's final state draws on each input
@@ -158,3 +158,36 @@ def attention_rollout(maps: list[Tensor], residual_weight: float = 0.5) -> Tenso
         a = a / a.sum(dim=-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
     return rollout
+
+
+def patch_attention_distance(
+    maps: list[Tensor], grid_size: tuple[int, int], patch_size: int, num_prefix_tokens: int = 1
+) -> Tensor:
+    """The ViT paper's "mean attention distance" (Dosovitskiy et al., 2021, Fig. 7): for every layer and head,
+    the image-space distance in pixels between a query patch and the patches it attends to, weighted by the
+    attention and averaged over query patches and images. Shape (layers, heads).
+
+    ``maps``: per-layer weights (B, heads, prefix + N, prefix + N) as ``VisionTransformer.get_attention_maps``
+    returns them. The prefix (CLS) rows and columns are dropped and each patch row renormalised over the
+    patches, since the CLS token has no place in the image. Uniform attention gives the grid's mean pairwise
+    distance; a head that attends only to its own patch gives 0.
+    """
+    if not maps:
+        raise ValueError("patch_attention_distance needs the weights of at least one layer.")
+    rows, cols = grid_size
+    n = rows * cols
+    r, c = torch.arange(n) // cols, torch.arange(n) % cols
+    pixels = torch.stack([r, c], -1).double() * patch_size
+    distance = torch.cdist(pixels, pixels)  # (N, N) between patch centres
+    out = []
+    for weights in maps:
+        w = _check_weights(weights, min_dims=4)
+        if w.shape[-1] != num_prefix_tokens + n:
+            raise ValueError(
+                f"weights over {w.shape[-1]} tokens do not match {num_prefix_tokens} prefix tokens + a "
+                f"{rows}x{cols} grid; pass the model's grid_size and num_prefix_tokens."
+            )
+        w = w[..., num_prefix_tokens:, num_prefix_tokens:]
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+        out.append((w * distance.to(w.device)).sum(-1).mean(-1).mean(0))  # (heads,)
+    return torch.stack(out).to(maps[0].dtype)

@@ -21,6 +21,11 @@ classes=SHAPE_CLASSES, background="cluttered", texture=False, palette=None)``
     little jitter), drawn from a separate random stream, so everything else about image ``i`` stays the same;
     ``.colours`` names them and ``.colour_labels`` (N,) indexes them. Every set also has the objects'
     ``.centres`` (N, 2) (x, y in [0, 1], y down) and ``.radii`` (N,) (in units of the image side).
+``generate_arrangement(n, image_size=32, seed=0, split="train", grid=4) -> ArrangementData``
+    Lab 4.1's position test: a reddish circle and a bluish square, each inside its own cell of a ``grid`` x
+    ``grid`` layout (a 32-pixel image's 8x8 patches), in different rows; the class (``ARRANGEMENT_CLASSES``)
+    is which one lies above. The two kinds of patch look the same in both classes: only where they are
+    tells the class. ``.images``, ``.labels``, ``.masks`` (N, 2, S, S), ``.centres`` (N, 2, 2).
 ``random_dihedral(image) -> image``
     Augmentation for the shapes: one of the square's 8 symmetries (flips, 90-degree turns), which
     change no shape's class.
@@ -463,3 +468,85 @@ def load_dataset(
     if name == "cifar10":
         return load_cifar10(split, transform=transform)
     raise ValueError(f"unknown DATASET {name!r}; use one of {DATASETS}.")
+
+
+# ------------------------------------------------------------------------------------ arrangement
+# Lab 4.1's position-embedding test: two objects whose class is WHERE they are relative to each other, not what
+# they are. A model that sees the patches as an unordered bag cannot tell the classes apart when the two objects
+# fall into different patches.
+ARRANGEMENT_CLASSES = ("circle above square", "square above circle")
+_ARRANGEMENT_COLOURS = ((0.85, 0.15, 0.10), (0.10, 0.25, 0.90))  # the circle's and the square's base shade
+
+
+@dataclass
+class ArrangementData:
+    images: Tensor  # (N, 3, S, S) float32 in [0, 1]
+    labels: Tensor  # (N,) int64 index into ARRANGEMENT_CLASSES
+    masks: Tensor  # (N, 2, S, S) bool: the circle's and the square's silhouettes
+    centres: Tensor  # (N, 2, 2) float32: (x, y) in [0, 1] of the circle and of the square, y pointing down
+    classes: tuple[str, ...] = ARRANGEMENT_CLASSES
+
+
+def generate_arrangement(
+    n: int, image_size: int = 32, seed: int = 0, split: str = "train", grid: int = 4
+) -> ArrangementData:
+    """``n`` images of a reddish circle and a bluish square on a plain grey background; label 0 when the circle
+    lies above the square, 1 when below. Each object sits wholly inside one cell of a ``grid`` x ``grid``
+    layout, the two in different rows (columns, offsets in the cell, sizes, the square's turn, shades and
+    noise random), so no cell ever holds part of both. Image ``i`` depends only on ``(seed, split, i)`` (a
+    stream of its own, separate from the shapes'), so the splits are disjoint."""
+    if n < 1 or grid < 2 or image_size % grid or image_size // grid < 4:
+        raise ValueError(
+            f"need n >= 1 and a grid >= 2 dividing image_size into cells of >= 4 pixels, got n={n}, "
+            f"image_size={image_size}, grid={grid}; use e.g. image_size=32, grid=4 (8x8-pixel patches)."
+        )
+    code = _split_code(split)
+    labels, centres, radii, angles, colours, greys, noise, seeds = [], [], [], [], [], [], [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, code, i, 4])
+        label = int(rng.integers(2))
+        # each object lies wholly inside one cell of a grid x grid layout (the 4x4 patch grid of a 32-pixel image
+        # cut into 8x8 patches), the two in different rows, at the same random offset distribution inside its
+        # cell: the multiset of patches has the same distribution in both classes; only their places differ
+        cell = 1.0 / grid
+        r = rng.uniform(0.30, 0.45, size=2) * cell  # circle, square (units of the image side)
+        rows = rng.choice(grid, size=2, replace=False)
+        top, bottom = rows.min(), rows.max()
+        row = (top, bottom) if label == 0 else (bottom, top)  # (circle, square)
+        col = rng.integers(grid, size=2)
+        y = np.array(row) * cell + rng.uniform(r, cell - r)
+        x = col * cell + rng.uniform(r, cell - r)
+        grey = rng.uniform(0.3, 0.7)
+        # each object is easy to recognise: the circle is reddish, the square bluish (jittered shades), so
+        # what decides the class is only where they are
+        pair = [np.clip(np.array(c) + rng.uniform(-0.1, 0.1, size=3), 0, 1) for c in _ARRANGEMENT_COLOURS]
+        labels.append(label)
+        centres.append(np.stack([x, y], axis=1))
+        radii.append(r)
+        angles.append(rng.uniform(0, math.pi / 2))
+        colours.append(np.stack(pair))
+        greys.append(grey)
+        noise.append(rng.uniform(0.02, 0.05))
+        seeds.append(int(rng.integers(2**31)))
+    centres_t = torch.tensor(np.stack(centres), dtype=torch.float32)  # (n, 2, 2)
+    radii_t = torch.tensor(np.stack(radii), dtype=torch.float32)  # (n, 2)
+    angle = torch.tensor(angles, dtype=torch.float32)[:, None, None]
+    fy, fx = _grid(image_size * _SUPERSAMPLE)
+    masks, alphas = [], []
+    for k, name in enumerate(("circle", "square")):
+        dx = (fx - centres_t[:, k, 0, None, None]) / radii_t[:, k, None, None]
+        dy = (fy - centres_t[:, k, 1, None, None]) / radii_t[:, k, None, None]
+        u, v = torch.cos(angle) * dx + torch.sin(angle) * dy, -torch.sin(angle) * dx + torch.cos(angle) * dy
+        alpha = F.avg_pool2d(_inside(name, u, v).float()[:, None], _SUPERSAMPLE)  # (n, 1, S, S)
+        alphas.append(alpha)
+        masks.append(alpha[:, 0] >= 0.5)
+    img = torch.tensor(greys, dtype=torch.float32)[:, None, None, None].expand(n, 3, image_size, image_size)
+    colour = torch.tensor(np.stack(colours), dtype=torch.float32)  # (n, 2, 3)
+    for k in range(2):
+        img = img * (1 - alphas[k]) + colour[:, k, :, None, None] * alphas[k]
+    noise_t = torch.tensor(noise, dtype=torch.float32)[:, None, None, None]
+    pixel_noise = torch.stack(
+        [torch.randn(3, image_size, image_size, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    )
+    img = (img + noise_t * pixel_noise).clamp(0, 1)
+    return ArrangementData(img, torch.tensor(labels), torch.stack(masks, 1), centres_t)

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from torchvision.transforms import v2
 
-from common.datasets import ShapesDataset, random_dihedral
+from common.datasets import ShapesDataset, generate_arrangement, random_dihedral
 from common.dino import MultiCropAugmentation, MultiCropDataset
 from common.dino_eval import attention_iou, knn_accuracy, knn_eval
 from common.dino_train import DINO, DINOConfig
@@ -89,6 +89,35 @@ def train_vit(model, train, test, profile: str, *, device="cpu", seed: int = 0, 
 def accuracy(model, dataset, device="cpu") -> float:
     """Test accuracy of a classifier over ``dataset`` (its items standardised as for training)."""
     return evaluate(model.to(device), DataLoader(dataset, batch_size=500), device=device)["metric"]
+
+
+def validation_data(n_val: int, normalize: v2.Normalize, seed: int = 0, background: str = VIT_BACKGROUND):
+    """The validation split (disjoint from train and test) standardised with the training statistics: what
+    recipes, schedules and per-epoch curves are judged on, so the test split is read once."""
+    return ShapesDataset(
+        n_val, IMAGE_SIZE, seed=seed, split="val", background=background, transform=normalize
+    )
+
+
+# Lab 4.1, section 6: the position test. A 2-block ViT of width 64 on the checkpoint's 4x4 patch grid, trained on
+# the arrangement data (common.datasets.generate_arrangement) and on the shapes, with the fixed 2-D sin-cos table
+# or none. Sizes and rate were chosen on the validation split (scripts/sweep_vit.md, "The position test").
+POSITION_VIT = dict(img_size=IMAGE_SIZE, patch_size=8, embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0)
+
+
+def position_recipe(epochs: int) -> Recipe:
+    return Recipe(epochs=epochs, batch_size=64, lr=2e-3, weight_decay=0.05)
+
+
+def arrangement_data(n_train: int, n_val: int, n_test: int, seed: int = 0):
+    """``(train, val, test, test_raw)``: the arrangement images as standardised TensorDatasets (training
+    statistics) and the raw test record (images for display, labels, masks)."""
+    train = generate_arrangement(n_train, IMAGE_SIZE, seed=seed, split="train")
+    val = generate_arrangement(n_val, IMAGE_SIZE, seed=seed, split="val")
+    test = generate_arrangement(n_test, IMAGE_SIZE, seed=seed, split="test")
+    normalize = standardizer(train.images)
+    sets = [TensorDataset(normalize(d.images), d.labels) for d in (train, val, test)]
+    return (*sets, test)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Public API
   ``proj``) and ``UnfoldPatchEmbedding(patch_size=4, *, in_chans=3, embed_dim=192)`` (cut + ``nn.Linear``);
   ``UnfoldPatchEmbedding.from_conv(conv_embedding)`` copies the conv's weights, so both give the same tokens.
 - ``VisionTransformer(img_size=32, patch_size=4, *, in_chans=3, num_classes=10, embed_dim=192, depth=6,
-  num_heads=3, mlp_ratio=4.0, qkv_bias=True, pos_embed="learn" | "sincos", drop_rate=0.0,
+  num_heads=3, mlp_ratio=4.0, qkv_bias=True, pos_embed="learn" | "sincos" | "none", drop_rate=0.0,
   attn_drop_rate=0.0)`` with ``forward_features(x) -> (B, 1+N, D)`` (after the final norm),
   ``forward(x) -> logits`` (from the CLS token), ``get_attention_maps(x) -> [(B, heads, 1+N, 1+N)] * depth``.
   Any input whose sides are multiples of the patch size works: the position embeddings are resampled
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from common.blocks import TransformerBlock
 from common.positional import sincos_2d_encoding
 
-POS_EMBED_KINDS = ("learn", "sincos")
+POS_EMBED_KINDS = ("learn", "sincos", "none")
 NORM_EPS = 1e-6  # timm's ViT LayerNorm epsilon (PyTorch's default is 1e-5)
 
 
@@ -162,7 +162,9 @@ class VisionTransformer(nn.Module):
     """ViT: patch embedding -> [CLS] + patches -> + position embedding -> pre-norm blocks -> norm -> head.
 
     ``pos_embed="learn"`` is the paper's learned 1-D table (one vector per token position);
-    ``"sincos"`` is the fixed 2-D sin-cos table of MAE (row and column encoded separately, not trained).
+    ``"sincos"`` is the fixed 2-D sin-cos table of MAE (row and column encoded separately, not trained);
+    ``"none"`` adds nothing (a zero table, not trained): the encoder then sees the patches as an unordered set,
+    the ablation of lab 4.1, section 6.
     ``drop_rate`` is the dropout after the position embedding and inside each block (projection and
     MLP); ``attn_drop_rate`` drops attention weights. With ``num_classes=0`` the head is ``nn.Identity``
     and ``forward`` returns the CLS feature (what DINO and k-NN evaluation use).
@@ -222,6 +224,9 @@ class VisionTransformer(nn.Module):
         """timm's default ViT init: truncated normal (std 0.02) for linears and embeddings, zero biases."""
         if self.pos_embed_kind == "learn":
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        elif self.pos_embed_kind == "none":
+            with torch.no_grad():
+                self.pos_embed.zero_()
         else:
             with torch.no_grad():
                 self.pos_embed.zero_()  # the CLS slot stays 0: it has no grid position
@@ -249,6 +254,8 @@ class VisionTransformer(nn.Module):
         """The position table for a patch grid: the stored one, or resampled for another image size."""
         if grid == self.grid_size:
             return self.pos_embed
+        if self.pos_embed_kind == "none":  # nothing to resample
+            return self.pos_embed.new_zeros(1, 1 + grid[0] * grid[1], self.embed_dim)
         if self.pos_embed_kind == "sincos":  # a formula: just evaluate it on the new grid
             table = sincos_2d_encoding(*grid, self.embed_dim).to(self.pos_embed)
             return torch.cat([self.pos_embed[:, :1], table[None]], dim=1)

@@ -26,6 +26,7 @@ LAYERS = {  # lowest first
         "dino_train",
         "dino_eval",
         "attention_analysis",
+        "position_tables",
         "diagnostics",
         "benchmark",
         "model_selection",

@@ -16,6 +16,7 @@ from common.attention_analysis import (
     head_diversity,
     max_head_diversity,
     mean_attention_distance,
+    patch_attention_distance,
 )
 
 
@@ -164,3 +165,27 @@ def test_check_max_head_diversity(exercise_output):
     assert exercise_output("diversity", lambda: check_max_head_diversity(lambda h, r: 0.5)).startswith(
         "[fail]"
     )
+
+
+def test_patch_attention_distance_against_a_loop_and_two_limits():
+    # Reference: an explicit loop over images, heads, query and key patches with Euclidean pixel distances.
+    grid, patch = (2, 3), 8
+    maps = [random_weights(2, 3, 7, 7, seed=s) for s in (1, 2)]  # CLS + 6 patches
+    out = patch_attention_distance(maps, grid, patch)
+    assert out.shape == (2, 3)
+    cells = [(i // 3, i % 3) for i in range(6)]
+    for layer, w in enumerate(maps):
+        for h in range(3):
+            total = 0.0
+            for b in range(2):
+                for q in range(6):
+                    row = w[b, h, 1 + q, 1:] / w[b, h, 1 + q, 1:].sum()
+                    total += sum(float(row[k]) * patch * math.dist(cells[q], cells[k]) for k in range(6))
+            assert out[layer, h].item() == pytest.approx(total / 12, rel=1e-5)
+    uniform = torch.full((1, 1, 7, 7), 1 / 7)
+    pairwise = np.mean([patch * math.dist(a, b) for a in cells for b in cells])
+    assert patch_attention_distance([uniform], grid, patch).item() == pytest.approx(pairwise, rel=1e-6)
+    own = torch.eye(7)[None, None]
+    assert patch_attention_distance([own], grid, patch).item() == 0.0
+    with pytest.raises(ValueError, match="grid"):
+        patch_attention_distance(maps, (3, 3), patch)

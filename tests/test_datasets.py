@@ -5,11 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common.datasets import (
     SHAPE_CLASSES,
     DigitsDataset,
     ShapesDataset,
+    generate_arrangement,
     generate_shapes,
     load_cifar10,
     load_dataset,
@@ -147,3 +149,48 @@ def test_textured_objects_keep_their_silhouette_and_solid_ones_their_colour():
             0
         ).clamp_min(1e-3)
         assert ratio.min() < 0.5 and ratio.max() > 0.9, SHAPE_CLASSES[k]
+
+
+# ------------------------------------------------------------------------------------ arrangement (lab 4.1)
+def test_arrangement_is_deterministic_and_its_splits_share_no_image():
+    a, b = generate_arrangement(30, seed=1), generate_arrangement(50, seed=1)
+    assert torch.equal(a.images, b.images[:30]) and torch.equal(a.labels, b.labels[:30])
+    seen = {}
+    for split in ("train", "val", "test"):
+        for image in generate_arrangement(200, 16, seed=0, split=split).images:
+            seen.setdefault(hash(image.numpy().tobytes()), set()).add(split)
+    assert len(seen) == 600
+
+
+def test_arrangement_label_says_which_rendered_object_is_above():
+    d = generate_arrangement(300, 32, seed=2)
+    rows = torch.arange(32, dtype=torch.float32)[:, None]
+    mass = d.masks.float()  # (N, 2, S, S): circle, square
+    centroid_y = (mass * rows).sum((2, 3)) / mass.sum(
+        (2, 3)
+    )  # from the pixels, not from the generator's numbers
+    circle_above = centroid_y[:, 0] < centroid_y[:, 1]
+    assert torch.equal(circle_above, d.labels == 0)
+    assert 0.4 < d.labels.float().mean() < 0.6
+    # reddish circle, bluish square
+    red = (d.images[:, 0] * mass[:, 0]).sum((1, 2)) / mass[:, 0].sum((1, 2))
+    blue = (d.images[:, 2] * mass[:, 0]).sum((1, 2)) / mass[:, 0].sum((1, 2))
+    assert (red > blue).float().mean() > 0.95
+
+
+def test_arrangement_objects_each_lie_in_one_patch_and_never_share_one():
+    d = generate_arrangement(300, 32, seed=3)
+    per_patch = F.avg_pool2d(d.masks.float(), 8).flatten(2) > 0  # (N, 2, 16): patches each object touches
+    assert (per_patch.sum(-1) == 1).all()
+    assert not (per_patch[:, 0] & per_patch[:, 1]).any()
+    # the two kinds of patch look alike in both classes: the objects' offsets inside their patch do not tell the label
+    offset_y = (d.centres[:, :, 1] * 4) % 1  # position inside the cell, in cell units
+    for k in range(2):
+        assert abs(offset_y[d.labels == 0, k].mean() - offset_y[d.labels == 1, k].mean()) < 0.05
+
+
+def test_arrangement_bad_arguments_raise():
+    with pytest.raises(ValueError, match="grid"):
+        generate_arrangement(4, 30, grid=4)
+    with pytest.raises(ValueError, match="split"):
+        generate_arrangement(4, split="validation")

@@ -185,3 +185,28 @@ def test_training_variants_check_accepts_consistent_results_and_explains_wrong_o
     same = {"accuracy": 0.5, "seconds_per_epoch": 10.0}
     with pytest.raises(AssertionError, match="own model"):
         check_training_variants(dict.fromkeys(good, same))
+
+
+def test_no_position_table_matches_timm_and_ignores_where_the_patches_are():
+    # Reference 1: timm's ViT with pos_embed="none", same weights (our zero table is not a parameter timm has).
+    timm_model = randomised_timm(pos_embed="none")
+    ours = VisionTransformer(**TINY, pos_embed="none").eval()
+    state = {k: v for k, v in timm_model.state_dict().items()}
+    state["pos_embed"] = torch.zeros_like(ours.pos_embed)
+    ours.load_state_dict(state)
+    assert not ours.pos_embed.requires_grad and torch.all(ours.pos_embed == 0)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), timm_model(x), atol=1e-5)
+        # Reference 2: a set of patches has no order. Shuffle the 8x8 grid of 4x4 patches: the same logits.
+        blocks = x.unfold(2, 4, 4).unfold(3, 4, 4).reshape(2, 3, 64, 4, 4)
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+        shuffled = (
+            blocks[:, :, order].reshape(2, 3, 8, 8, 4, 4).permute(0, 1, 2, 4, 3, 5).reshape(2, 3, 32, 32)
+        )
+        assert not torch.equal(shuffled, x)
+        assert torch.allclose(ours(shuffled), ours(x), atol=1e-5)
+        learned = VisionTransformer(**TINY).eval()  # the same weights plus a table that says something
+        learned.load_state_dict({**state, "pos_embed": torch.randn_like(ours.pos_embed)})
+        assert not torch.allclose(learned(shuffled), learned(x), atol=1e-3)
+        assert ours(torch.randn(1, 3, 16, 16)).shape == (1, 10)  # any grid: still nothing added
