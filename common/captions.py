@@ -6,13 +6,25 @@ of several ``TEMPLATES`` ("a small red star on the left", "the star is red", ...
 image ``i`` of a split and its template depend only on ``(seed, split, i)``.
 
 Compositional splits: the training split never contains the (shape, colour) pairs of ``HELD_OUT`` (one per shape
-and one per colour, so every word is still seen, only never together); the test split contains every pair, and
-``CaptionedShapes.seen`` tells which test images show a pair the model never saw in training.
+and one per colour, so every word is still seen, only never together); the "val" and "test" splits contain every
+pair, and ``CaptionedShapes.seen`` tells which images show a pair the model never saw in training.
+
+Unseen phrasings: ``HELD_OUT_TEMPLATES`` are sentences the generator never writes, made only of words it does write
+(the language is closed: a new word would have an untrained embedding), so zero-shot prompts can be new to the model.
+
+What a caption says: a template names shape and colour, and some also size and position. Caption ``j`` *fits*
+image ``i`` when every attribute it names is the image's (:func:`captions_fit`): "a red star" fits every red star,
+"a small red star on the left" only those. Half of the templates name only colour and shape, so a batch
+holds several captions that fit the same image; a loss that counts only caption ``i`` as right for image ``i``
+cannot reach 0 even for a model that reads every attribute perfectly (``common.clip.content_loss_floor``).
 
 Public API
 ----------
-- ``COLOURS``, ``SHAPES``, ``POSITIONS``, ``SIZES``, ``TEMPLATES``, ``HELD_OUT``; :func:`position_word`,
-  :func:`size_word`, :func:`caption`, :func:`prompts`, :func:`pair_prompts`.
+- ``COLOURS``, ``SHAPES``, ``POSITIONS``, ``SIZES``, ``TEMPLATES``, ``HELD_OUT_TEMPLATES``, ``HELD_OUT``;
+  :func:`position_word`, :func:`size_word`, :func:`caption` (with "an" before a vowel), :func:`prompts`,
+  :func:`pair_prompts`, :func:`named_attributes`, :func:`captions_fit`.
+- No-learning colour baselines: :func:`mean_colour` (of the whole image, or of the pixels that differ from the
+  background) and :func:`nearest_colour` (the palette name closest to a mean colour).
 - ``Vocabulary(words)`` and :func:`caption_vocabulary`: the word-level tokeniser (``encode``, ``decode``).
 - :func:`captioned_shapes` -> :class:`CaptionedShapes` (images, captions and every attribute as labels).
 """
@@ -50,6 +62,16 @@ TEMPLATES = (
     "a picture of a {colour} {shape}",
     "the {shape} is {colour}",
 )
+# Never written by the generator, only words it writes: zero-shot prompts the text encoder has never read. Each
+# changes the word order or the function words around the two class words ("the" before a colour, no article,
+# "the" after "of", a size before a shape without a colour between, "is" before a colour after a size).
+HELD_OUT_TEMPLATES = (
+    "the {colour} {shape}",
+    "{colour} {shape}",
+    "a picture of the {colour} {shape}",
+    "the {size} {shape} is {colour}",
+)
+ATTRIBUTES = ("shape", "colour", "size", "position")
 # Never shown together in training: a Latin-square diagonal, each shape and each colour exactly once.
 HELD_OUT = (
     ("circle", "blue"),
@@ -79,10 +101,29 @@ def size_word(radius: float) -> str:
 
 
 def caption(template: str, *, shape: str, colour: str, size: str = "small", position: str = "centre") -> str:
-    """One caption: ``template`` (see ``TEMPLATES``) filled with the attributes."""
+    """One caption: ``template`` (see ``TEMPLATES``) filled with the attributes; "a" becomes "an" before a vowel
+    ("an orange ring")."""
     if position not in WHERE:
         raise ValueError(f"unknown position {position!r}; use one of {POSITIONS}.")
-    return template.format(shape=shape, colour=colour, size=size, where=WHERE[position])
+    text = template.format(shape=shape, colour=colour, size=size, where=WHERE[position])
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
+
+
+def named_attributes(template: str) -> tuple[bool, bool, bool, bool]:
+    """Which of (shape, colour, size, position) ``template`` names."""
+    return ("{shape}" in template, "{colour}" in template, "{size}" in template, "{where}" in template)
+
+
+def captions_fit(image_attributes: Tensor, caption_attributes: Tensor) -> Tensor:
+    """(N, 4) attributes of N images and (M, 4) of M captions (shape, colour, size, position indices; -1 where a
+    caption does not name that attribute) -> (N, M) bool: caption j fits image i when every attribute it names is
+    the image's. A caption always fits its own image; "a red star" fits every red star in the batch."""
+    if image_attributes.ndim != 2 or caption_attributes.ndim != 2 or image_attributes.shape[1] != 4:
+        raise ValueError("need (N, 4) image and (M, 4) caption attributes: shape, colour, size, position.")
+    if caption_attributes.shape[1] != 4 or bool((image_attributes < 0).any()):
+        raise ValueError("images have every attribute (no -1); captions are (M, 4) with -1 for 'not named'.")
+    c, a = caption_attributes[None], image_attributes[:, None]
+    return ((c == a) | (c < 0)).all(-1)
 
 
 def prompts(template: str, shapes: Sequence[str] = SHAPES, colours: Sequence[str] = COLOURS) -> list[str]:
@@ -107,6 +148,31 @@ def pair_prompts(
             ]
             out.append(list(dict.fromkeys(texts)))
     return out
+
+
+# ------------------------------------------------------------------------------------------ no-learning baselines
+def mean_colour(images: Tensor, threshold: float | None = None) -> Tensor:
+    """(N, 3, S, S) images in [0, 1] -> (N, 3) mean colours. ``threshold=None``: of the whole image (the grey
+    background dilutes the object's colour); otherwise of the pixels farther than ``threshold`` (Euclidean, in
+    RGB) from the image's median colour, which is the plain background's since the object covers far less than
+    half of the image. An image with no such pixel falls back to its whole mean."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"need (N, 3, S, S) RGB images, got {tuple(images.shape)}.")
+    whole = images.mean((2, 3))
+    if threshold is None:
+        return whole
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {threshold}.")
+    background = images.flatten(2).median(-1).values  # (N, 3)
+    keep = ((images - background[..., None, None]).norm(dim=1) > threshold).float()[:, None]  # (N, 1, S, S)
+    count = keep.sum((2, 3))
+    return torch.where(count > 0, (images * keep).sum((2, 3)) / count.clamp_min(1), whole)
+
+
+def nearest_colour(rgb: Tensor) -> Tensor:
+    """(N, 3) colours -> (N,) index into ``COLOURS`` of the nearest palette colour."""
+    palette = torch.tensor([PALETTE[c] for c in COLOURS], dtype=rgb.dtype)
+    return torch.cdist(rgb, palette).argmin(1)
 
 
 # ------------------------------------------------------------------------------------------ tokeniser
@@ -165,8 +231,10 @@ class Vocabulary:
 
 
 def caption_vocabulary(templates: Sequence[str] = TEMPLATES) -> Vocabulary:
-    """Every word the templates and attributes can produce (28 words with the default templates)."""
+    """Every word the templates and attributes can produce: 28 words with the default templates ("an" included),
+    30 tokens with ``<pad>`` and ``<eos>``."""
     fixed = [w for t in templates for w in re.sub(r"\{\w+\}", " ", t).split()]
+    fixed += ["an"] if "a" in fixed else []  # "an orange ..."
     where = [w for phrase in WHERE.values() for w in phrase.split()]
     return Vocabulary([*fixed, *where, *SHAPES, *COLOURS, *SIZES])
 
@@ -195,9 +263,27 @@ class CaptionedShapes:
     templates: Tensor
     index: Tensor
     held_out: tuple[tuple[str, str], ...]
+    template_strings: tuple[str, ...] = TEMPLATES
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    @property
+    def attributes(self) -> Tensor:
+        """(N, 4) int64: each image's (shape, colour, size, position)."""
+        return torch.stack([self.shapes, self.colours, self.sizes, self.positions], 1)
+
+    @property
+    def caption_attributes(self) -> Tensor:
+        """(N, 4) int64: what each caption says, -1 where its template does not name the attribute."""
+        named = torch.tensor([named_attributes(t) for t in self.template_strings])[self.templates]
+        return torch.where(named, self.attributes, torch.full_like(self.attributes, -1))
+
+    def fit(self, images: Tensor | None = None, captions: Tensor | None = None) -> Tensor:
+        """(n, m) bool: which of the captions (indices, default all) fit which of the images (default all)."""
+        images = torch.arange(len(self)) if images is None else images
+        captions = images if captions is None else captions
+        return captions_fit(self.attributes[images], self.caption_attributes[captions])
 
     @property
     def seen(self) -> Tensor:
@@ -274,4 +360,5 @@ def captioned_shapes(
         templates=torch.tensor(choice),
         index=index,
         held_out=held_out,
+        template_strings=tuple(templates),
     )

@@ -18,8 +18,10 @@ Public API
   learn_temperature=True)`` with ``encode_image``, ``encode_text``, ``forward -> (logits_per_image,
   logits_per_text)``, ``logit_scale_value``, ``clamp_logit_scale_``.
 - :func:`clip_loss` (the symmetric InfoNCE), :func:`clip_loss_floor` (the lowest loss a fixed scale allows),
-  :func:`ensemble_prompts`, :func:`class_embeddings`, :func:`encode_images`, :func:`encode_texts`,
-  :func:`recall_at_k`, :func:`train_clip` -> :class:`CLIPHistory`.
+  :func:`multi_positive_clip_loss` (every caption that fits an image counts as its target) and
+  :func:`content_loss_floor` (the lowest loss when several captions fit one image), :func:`ensemble_prompts`,
+  :func:`class_embeddings`, :func:`encode_images`, :func:`encode_texts`, :func:`recall_at_k`,
+  :func:`recall_chance`, :func:`train_clip` -> :class:`CLIPHistory`.
 - The exercises' self-checks: :func:`check_info_nce`, :func:`check_prompt_ensemble`, :func:`check_loss_floor`
   (each raises AssertionError with a hint; the reference solutions are the functions above).
 """
@@ -43,6 +45,7 @@ from common.training import progress, warmup_cosine
 from common.vit import VisionTransformer
 
 POOLINGS = ("eos", "mean")
+LOSSES = ("info_nce", "multi_positive")
 INIT_TEMPERATURE = 0.07  # CLIP's initial temperature: logit scale 1 / 0.07 = 14.3
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps the scale here: a temperature below 0.01 made training unstable
 
@@ -174,6 +177,41 @@ def clip_loss(logits_per_image: Tensor) -> Tensor:
     return (F.cross_entropy(logits_per_image, target) + F.cross_entropy(logits_per_image.T, target)) / 2
 
 
+def _check_positives(logits: Tensor, positives: Tensor) -> None:
+    if logits.ndim != 2 or logits.shape[0] != logits.shape[1] or positives.shape != logits.shape:
+        raise ValueError(
+            f"need square (B, B) logits and a (B, B) bool positives matrix, got {tuple(logits.shape)} and "
+            f"{tuple(positives.shape)}."
+        )
+    if positives.dtype != torch.bool or not bool(positives.diagonal().all()):
+        raise ValueError("positives must be bool with a True diagonal: caption i always fits image i.")
+
+
+def multi_positive_clip_loss(logits_per_image: Tensor, positives: Tensor) -> Tensor:
+    """Symmetric InfoNCE whose targets know duplicates: ``positives[i, j]`` is True when caption j fits image i
+    (the diagonal always). Image i's target is spread evenly over its positives (row i), caption j's over the
+    images it fits (column j); each direction is the cross-entropy with that soft target, and the two are
+    averaged. With ``positives = eye(B)`` it is :func:`clip_loss`. Its minimum is :func:`content_loss_floor`."""
+    _check_positives(logits_per_image, positives)
+    pos = positives.to(logits_per_image.dtype)
+    rows = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits_per_image, 1)).sum(1).mean()
+    cols = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits_per_image, 0)).sum(0).mean()
+    return (rows + cols) / 2
+
+
+def content_loss_floor(positives: Tensor) -> float:
+    """The lowest symmetric InfoNCE (plain or multi-positive) for a batch whose ``positives[i, j]`` says caption
+    j fits image i, for a model that tells perfectly which captions fit which images but cannot tell apart
+    captions that fit the same image: ``(mean_i log(row count) + mean_j log(column count)) / 2``. Logits
+    ``s * positives`` reach it as s grows. Exact duplicates alone (``positives`` = same string) give a lower one."""
+    if positives.ndim != 2 or positives.shape[0] != positives.shape[1] or positives.dtype != torch.bool:
+        raise ValueError(f"need a square (B, B) bool positives matrix, got {tuple(positives.shape)}.")
+    if not bool(positives.diagonal().all()):
+        raise ValueError("positives must have a True diagonal: caption i always fits image i.")
+    counts = positives.double()
+    return float((counts.sum(1).log().mean() + counts.sum(0).log().mean()) / 2)
+
+
 def clip_loss_floor(batch_size: int, scale: float) -> float:
     """The lowest symmetric InfoNCE that logits ``scale * cosine`` allow for ``batch_size`` pairs (embedding
     dimension >= batch_size - 1): matched pairs at cosine 1, the B embeddings at the corners of a regular
@@ -229,13 +267,36 @@ def class_embeddings(model: CLIP, vocab, prompts_per_class: Sequence[Sequence[st
     return ensemble_prompts(emb.reshape(len(prompts_per_class), counts.pop(), -1))
 
 
-def recall_at_k(similarity: Tensor, k: int) -> float:
-    """Fraction of rows i whose partner (column i) is among the row's k most similar columns. For image ->
-    text pass image x text similarities; for text -> image, their transpose. Chance is k / N."""
-    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
-        raise ValueError(f"need a square (N, N) similarity matrix, got {tuple(similarity.shape)}.")
+def recall_at_k(similarity: Tensor, k: int, positives: Tensor | None = None) -> float:
+    """Fraction of rows i with a correct column among the row's k most similar columns. Correct: column i (the
+    partner; chance k / N), or any column j with ``positives[i, j]`` (every caption that fits the image, say;
+    chance :func:`recall_chance`). For image -> text pass image x text similarities; for text -> image, their
+    transpose (and the transposed positives)."""
+    if similarity.ndim != 2:
+        raise ValueError(f"need a (N, M) similarity matrix, got {tuple(similarity.shape)}.")
+    if positives is None:
+        if similarity.shape[0] != similarity.shape[1]:
+            raise ValueError(
+                f"without positives the similarity must be square, got {tuple(similarity.shape)}."
+            )
+        positives = torch.eye(len(similarity), dtype=torch.bool)
+    if positives.shape != similarity.shape or positives.dtype != torch.bool:
+        raise ValueError(
+            f"positives must be bool of shape {tuple(similarity.shape)}, got {tuple(positives.shape)}."
+        )
     topk = similarity.topk(min(k, similarity.shape[1]), dim=1).indices
-    return float((topk == torch.arange(len(similarity))[:, None]).any(1).float().mean())
+    return float(positives.gather(1, topk.to(positives.device)).any(1).float().mean())
+
+
+def recall_chance(positives: Tensor, k: int) -> float:
+    """Expected recall@k of a random ranking: row i with p_i correct of M columns has a correct one in a random
+    top k with probability 1 - C(M - p_i, k) / C(M, k)."""
+    if positives.ndim != 2 or positives.dtype != torch.bool:
+        raise ValueError(f"need a (N, M) bool positives matrix, got {tuple(positives.shape)}.")
+    M = positives.shape[1]
+    k = min(k, M)
+    miss = [math.comb(M - p, k) / math.comb(M, k) for p in positives.sum(1).tolist()]
+    return float(1 - sum(miss) / len(miss))
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -249,9 +310,16 @@ class CLIPHistory:
     scale: list[float] = field(default_factory=list)
     seconds: float = 0.0
     evals: list[tuple[int, dict]] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)  # content_loss_floor of each batch (with ``positives``)
 
     def mean_loss(self, last: int = 20) -> float:
         return float(sum(self.loss[-last:]) / len(self.loss[-last:]))
+
+    def mean_floor(self, last: int = 20) -> float:
+        """The content-aware floor over the same last batches as :meth:`mean_loss`."""
+        if not self.floor:
+            raise ValueError("no floor recorded: pass positives= to train_clip.")
+        return float(sum(self.floor[-last:]) / len(self.floor[-last:]))
 
 
 def train_clip(
@@ -270,14 +338,25 @@ def train_clip(
     desc: str = "CLIP",
     evaluate: Callable[[CLIP], dict] | None = None,
     eval_every: int = 0,
+    loss: str = "info_nce",
+    positives: Callable[[Tensor], Tensor] | None = None,
 ) -> CLIPHistory:
     """Train on matched (image, caption) pairs: shuffled batches, symmetric InfoNCE, the week-4 recipe
     (AdamW, weight decay on weight matrices only, warm-up + cosine, gradient clipping), the logit scale
     clamped after every step. ``seed`` fixes the batch order. ``evaluate(model) -> metrics`` runs every
-    ``eval_every`` steps and after the last one (zero-shot accuracy over training, say)."""
+    ``eval_every`` steps and after the last one (zero-shot accuracy over training, say).
+
+    ``positives(indices) -> (B, B) bool`` (which captions of the batch fit which images; ``indices`` are the
+    pairs' positions in ``images``) records each batch's :func:`content_loss_floor` in ``history.floor`` and is
+    what ``loss="multi_positive"`` (:func:`multi_positive_clip_loss`) needs; ``loss="info_nce"`` is
+    :func:`clip_loss`, which counts only the diagonal as right."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; use one of {LOSSES}.")
+    if loss == "multi_positive" and positives is None:
+        raise ValueError("loss='multi_positive' needs positives=: which captions fit which images.")
     torch.manual_seed(seed)
     loader = DataLoader(
-        TensorDataset(images, tokens),
+        TensorDataset(images, tokens, torch.arange(len(images))),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
@@ -298,11 +377,15 @@ def train_clip(
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
-        for x, t in progress(loader, desc=desc):
+        for x, t, index in progress(loader, desc=desc):
             logits, _ = model(x.to(device), t.to(device))
-            loss = clip_loss(logits)
+            fit = positives(index) if positives is not None else None
+            if loss == "multi_positive":
+                value = multi_positive_clip_loss(logits, fit.to(logits.device))
+            else:
+                value = clip_loss(logits)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -310,8 +393,10 @@ def train_clip(
             model.clamp_logit_scale_()
             step += 1
             history.step.append(step)
-            history.loss.append(loss.item())
+            history.loss.append(value.item())
             history.scale.append(model.logit_scale_value)
+            if fit is not None:
+                history.floor.append(content_loss_floor(fit.cpu()))
             if evaluate is not None and ((eval_every and step % eval_every == 0) or step == total):
                 t0 = time.perf_counter()
                 history.evals.append((step, evaluate(model)))

@@ -7,6 +7,7 @@ import torch
 from common.captions import (
     COLOURS,
     HELD_OUT,
+    HELD_OUT_TEMPLATES,
     POSITIONS,
     SHAPES,
     SIZES,
@@ -15,7 +16,10 @@ from common.captions import (
     caption,
     caption_vocabulary,
     captioned_shapes,
+    captions_fit,
     context_length,
+    mean_colour,
+    nearest_colour,
     pair_prompts,
     position_word,
     prompts,
@@ -149,7 +153,7 @@ def test_encoding_layout_and_errors():
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="split"):
-        captioned_shapes(4, "val")
+        captioned_shapes(4, "validation")
     with pytest.raises(ValueError, match="held-out"):
         captioned_shapes(4, held_out=[("star", "pink")])
     everything = [(s, c) for s in SHAPES for c in COLOURS]
@@ -166,3 +170,71 @@ def test_templates_are_drawn_from_their_own_stream():
     ta = dict(zip(a.index.tolist(), a.templates.tolist()))
     tb = dict(zip(b.index.tolist(), b.templates.tolist()))
     assert len(common_index) > 20 and all(ta[i] == tb[i] for i in common_index)
+
+
+def test_an_before_a_vowel():
+    assert caption("a {colour} {shape}", shape="ring", colour="orange") == "an orange ring"
+    assert caption("a picture of a {colour} {shape}", shape="cross", colour="orange") == (
+        "a picture of an orange cross"
+    )
+    assert caption("a {size} {colour} {shape}", shape="ring", colour="orange", size="large") == (
+        "a large orange ring"
+    )
+    every = [t for p in pair_prompts() for t in p]
+    assert not [t for t in every if " a orange" in f" {t}"] and any(t.startswith("an orange") for t in every)
+    assert "an" in caption_vocabulary()
+
+
+def test_held_out_templates_are_new_sentences_of_known_words():
+    vocab = caption_vocabulary()
+    trained = {t for p in pair_prompts() for t in p}
+    held = [t for p in pair_prompts(HELD_OUT_TEMPLATES) for t in p]
+    assert not set(held) & trained  # the generator never writes one of them
+    vocab.encode(held, context_length())  # ... yet every word is one it writes (no ValueError)
+    assert not set(HELD_OUT_TEMPLATES) & set(TEMPLATES)
+    assert all("{shape}" in t and "{colour}" in t for t in HELD_OUT_TEMPLATES)
+
+
+def test_captions_fit_by_hand():
+    # images: small red star on the left; large red star at the top; small blue star on the left
+    images = torch.tensor([[5, 0, 0, 0], [5, 0, 1, 2], [5, 2, 0, 0]])
+    captions = torch.tensor([[5, 0, -1, -1], [5, 0, 0, 0], [5, 2, 0, -1], [0, 0, -1, -1]])
+    # "a red star", "a small red star on the left", "a small blue star", "a red circle"
+    want = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]], dtype=torch.bool)
+    assert torch.equal(captions_fit(images, captions), want)
+    with pytest.raises(ValueError, match="-1"):
+        captions_fit(captions, images)
+
+
+def test_caption_attributes_follow_the_templates(test_set):
+    named = test_set.caption_attributes
+    assert torch.equal(named[:, :2], test_set.attributes[:, :2])  # every template names shape and colour
+    for k in range(len(test_set)):
+        template = TEMPLATES[int(test_set.templates[k])]
+        assert (int(named[k, 2]) >= 0) == ("{size}" in template) and (int(named[k, 3]) >= 0) == (
+            "{where}" in template
+        )
+    fit = test_set.fit()
+    assert bool(fit.diagonal().all())
+    # a loop: caption j fits image i when every attribute caption j names matches image i
+    for i, j in [(0, 1), (3, 7), (10, 2), (5, 5)] + [(i, j) for i in range(20) for j in range(20)]:
+        want = all(n < 0 or n == a for n, a in zip(named[j].tolist(), test_set.attributes[i].tolist()))
+        assert bool(fit[i, j]) == want
+    same_string = torch.tensor([[a == b for b in test_set.captions] for a in test_set.captions])
+    assert bool(fit[same_string].all())  # an exact duplicate always fits
+
+
+def test_colour_baselines_against_the_masks():
+    data = generate_shapes(80, seed=2, background="plain", palette=COLOURS)
+    by_mask = torch.stack([image[:, mask].mean(1) for image, mask in zip(data.images, data.masks)])
+    assert torch.equal(nearest_colour(by_mask), data.colour_labels)  # the named colour, from the true pixels
+    fg = mean_colour(data.images, threshold=0.2)
+    assert (fg - by_mask).abs().max() < 0.08  # the pixels that differ from the background are the object's
+    assert torch.equal(nearest_colour(fg), data.colour_labels)
+    assert torch.allclose(mean_colour(data.images), data.images.mean((2, 3)))
+    palette = torch.tensor([PALETTE[c] for c in COLOURS])
+    assert torch.equal(nearest_colour(palette + 0.01), torch.arange(len(COLOURS)))
+    flat = torch.full((1, 3, 8, 8), 0.5)  # nothing differs from the background: the whole mean
+    assert torch.equal(mean_colour(flat, threshold=0.2), flat.mean((2, 3)))
+    with pytest.raises(ValueError, match="RGB"):
+        mean_colour(torch.zeros(2, 1, 8, 8))

@@ -19,11 +19,15 @@ from common.clip import (
     class_embeddings,
     clip_loss,
     clip_loss_floor,
+    content_loss_floor,
     encode_texts,
     ensemble_prompts,
+    multi_positive_clip_loss,
     recall_at_k,
+    recall_chance,
     train_clip,
 )
+from common.reference_models import standardizer
 from common.vit import VisionTransformer
 
 
@@ -81,6 +85,68 @@ def test_loss_floor_is_reached_by_a_simplex_and_never_beaten():
     assert clip_loss_floor(64, 1.0) > 3.0 > clip_loss_floor(64, 1 / 0.07)  # why the temperature is needed
     with pytest.raises(ValueError):
         clip_loss_floor(1, 1.0)
+
+
+def loop_multi_positive(logits, positives):
+    """Plain Python: row i's target is uniform over the j with positives[i][j]; column j's over the i."""
+    B = len(logits)
+    rows = cols = 0.0
+    for i in range(B):
+        norm = math.log(sum(math.exp(logits[i][j]) for j in range(B)))
+        pos = [j for j in range(B) if positives[i][j]]
+        rows += sum(-(logits[i][j] - norm) / len(pos) for j in pos)
+    for j in range(B):
+        norm = math.log(sum(math.exp(logits[i][j]) for i in range(B)))
+        pos = [i for i in range(B) if positives[i][j]]
+        cols += sum(-(logits[i][j] - norm) / len(pos) for i in pos)
+    return (rows / B + cols / B) / 2
+
+
+def test_multi_positive_loss_matches_a_loop_and_is_info_nce_without_duplicates():
+    gen = torch.Generator().manual_seed(1)
+    for B in (1, 3, 6):
+        logits = torch.randn(B, B, generator=gen, dtype=torch.float64) * 3
+        positives = (torch.rand(B, B, generator=gen) < 0.4) | torch.eye(B, dtype=torch.bool)
+        got = multi_positive_clip_loss(logits, positives).item()
+        assert got == pytest.approx(loop_multi_positive(logits.tolist(), positives.tolist()), rel=1e-12)
+        eye = torch.eye(B, dtype=torch.bool)
+        assert multi_positive_clip_loss(logits, eye).item() == pytest.approx(
+            clip_loss(logits).item(), rel=1e-12
+        )
+
+
+def test_multi_positive_loss_on_a_hand_example():
+    # captions 0 and 1 both fit images 0 and 1 ("a red star" twice); all logits 0: each row and column of the
+    # duplicated pair puts 1/3 on each of its two targets, -log(1/3) = log 3; the third pair also log 3.
+    # logits with the pair's block at +inf reach log 2 on the pair and 0 on the third: (2 log 2 / 3 * 2) / 2.
+    positives = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    assert multi_positive_clip_loss(torch.zeros(3, 3), positives).item() == pytest.approx(math.log(3))
+    assert content_loss_floor(positives) == pytest.approx(2 * math.log(2) / 3)
+    ideal = 60.0 * positives.double()
+    assert multi_positive_clip_loss(ideal, positives).item() == pytest.approx(2 * math.log(2) / 3, abs=1e-9)
+    assert clip_loss(ideal).item() == pytest.approx(
+        2 * math.log(2) / 3, abs=1e-9
+    )  # plain InfoNCE: same floor
+    with pytest.raises(ValueError, match="diagonal"):
+        multi_positive_clip_loss(torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(B, B\)"):
+        multi_positive_clip_loss(torch.zeros(2, 2), torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_content_floor_is_never_beaten_by_free_logits():
+    # an asymmetric fit (caption 0 "a red star" fits images 0 and 1; caption 1 "a small red star" only image 1)
+    positives = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    floor = (math.log(1) + math.log(2) + 0 + math.log(2) + 0 + 0) / 6  # rows 1, 2, 1; columns 2, 1, 1
+    assert content_loss_floor(positives) == pytest.approx(floor)
+    torch.manual_seed(0)
+    z = torch.randn(3, 3, requires_grad=True)
+    opt = torch.optim.Adam([z], lr=0.1)
+    for _ in range(1500):
+        loss = multi_positive_clip_loss(z, positives)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert floor - 1e-6 <= loss.item() <= floor + 0.02
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -170,6 +236,27 @@ def test_recall_at_k():
     assert recall_at_k(sim, 2) == pytest.approx(1.0)
     assert recall_at_k(sim.T, 1) == pytest.approx(2 / 3)  # columns: 0 first, 1 behind 0.5, 2 first
     assert recall_at_k(torch.eye(5), 1) == 1.0 and recall_at_k(torch.eye(5), 10) == 1.0
+    # with positives: row 1's top column (0) is a caption that fits too
+    positives = torch.eye(3, dtype=torch.bool)
+    positives[1, 0] = True
+    assert recall_at_k(sim, 1, positives) == pytest.approx(2 / 3)
+    assert recall_at_k(sim, 1, torch.eye(3, dtype=torch.bool)) == recall_at_k(sim, 1)
+    # a (2, 3) gallery: image 0's correct captions are 1 and 2, image 1's is 0
+    rect = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.8, 0.3]])
+    fit = torch.tensor([[0, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    assert recall_at_k(rect, 1, fit) == 0.0 and recall_at_k(rect, 2, fit) == 0.5
+    with pytest.raises(ValueError, match="square"):
+        recall_at_k(rect, 1)
+
+
+def test_recall_chance_is_what_random_rankings_get():
+    fit = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    # one of four correct, k = 2: 1 - C(3,2)/C(4,2) = 1/2; two of four: 1 - 1/6; all: 1
+    assert recall_chance(fit, 2) == pytest.approx((0.5 + 5 / 6 + 1) / 3)
+    assert recall_chance(torch.eye(50, dtype=torch.bool), 5) == pytest.approx(5 / 50)
+    gen = torch.Generator().manual_seed(0)
+    hits = [recall_at_k(torch.rand(3, 4, generator=gen), 2, fit) for _ in range(4000)]
+    assert sum(hits) / len(hits) == pytest.approx(recall_chance(fit, 2), abs=0.02)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -184,12 +271,17 @@ def test_train_clip_learns_and_keeps_a_frozen_temperature():
         calls.append(m.training)
         return {"scale": m.logit_scale_value}
 
+    images = standardizer(data.images)(data.images)
     history = train_clip(
-        model, data.images, tokens, epochs=4, batch_size=32, lr=2e-3, evaluate=evaluate, eval_every=6
+        model, images, tokens, epochs=10, batch_size=32, lr=3e-3, evaluate=evaluate, eval_every=12
     )
-    assert len(history.step) == 16 and history.seconds > 0
-    assert [s for s, _ in history.evals] == [6, 12, 16] and history.evals[-1][1]["scale"] == history.scale[-1]
-    assert history.mean_loss(4) < history.loss[0] - 0.3
+    assert len(history.step) == 40 and history.seconds > 0
+    assert [s for s, _ in history.evals] == [12, 24, 36, 40] and history.evals[-1][1][
+        "scale"
+    ] == history.scale[-1]
+    assert (
+        history.mean_loss(4) < math.log(32) - 0.4
+    )  # log B: the loss of equal logits (the first steps sit there)
     assert all(0 < s <= MAX_LOGIT_SCALE for s in history.scale)
     frozen = tiny_clip(init_temperature=1.0, learn_temperature=False)
     history = train_clip(frozen, data.images, tokens, epochs=1, batch_size=32)
@@ -197,6 +289,31 @@ def test_train_clip_learns_and_keeps_a_frozen_temperature():
     assert min(history.loss) >= clip_loss_floor(32, 1.0) - 1e-6
     with pytest.raises(ValueError, match="no full batch"):
         train_clip(model, data.images[:8], tokens[:8], epochs=1, batch_size=32)
+
+
+def test_train_clip_with_positives_records_each_batch_floor_and_trains_multi_positive():
+    data = captioned_shapes(128, "train", seed=0)
+    tokens = caption_vocabulary().encode(data.captions, context_length())
+    seen = []
+
+    def positives(index):
+        seen.append(index.clone())
+        return data.fit(index)
+
+    history = train_clip(tiny_clip(), data.images, tokens, epochs=2, batch_size=32, lr=2e-3,
+                         loss="multi_positive", positives=positives)  # fmt: skip
+    assert len(history.floor) == len(history.step) == 8 and len(seen) == 8
+    assert sorted(torch.cat(seen[:4]).tolist()) == list(range(128))  # each epoch visits every pair once
+    assert all(f == pytest.approx(content_loss_floor(data.fit(i))) for f, i in zip(history.floor, seen))
+    assert all(loss >= f - 1e-6 for loss, f in zip(history.loss, history.floor))
+    assert history.mean_floor(4) == pytest.approx(sum(history.floor[-4:]) / 4)
+    assert history.mean_loss(2) < history.loss[0]
+    with pytest.raises(ValueError, match="needs positives"):
+        train_clip(tiny_clip(), data.images, tokens, epochs=1, batch_size=32, loss="multi_positive")
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_clip(tiny_clip(), data.images, tokens, epochs=1, batch_size=32, loss="siglip")
+    with pytest.raises(ValueError, match="positives="):
+        train_clip(tiny_clip(), data.images, tokens, epochs=1, batch_size=32).mean_floor()
 
 
 # ------------------------------------------------------------------------------------------ exercises
