@@ -4,8 +4,10 @@ Playwright for Python drives Debian's Chromium (/usr/bin/chromium; `make browser
 `apt-get install -y chromium`); Playwright downloads no browser of its own. A missing browser FAILS this test.
 The one explicit way to skip it is SKIP_BROWSER_TEST=1 (.ci/run sets it for its Python 3.12 leg only).
 
-The page is driven offline (COURSE_OFFLINE=1, no API keys), as CI runs it: a small benchmark must put the
-model's row in the table, an uploaded example image must get the course ViT's prediction, and screenshots go
+The page is driven offline (COURSE_OFFLINE=1, no API keys), as CI runs it: a small benchmark on the ONNX Runtime
+int8 runtime (lab 4.5's export and quantization, through common.deployment) must put the model's row in the table,
+an uploaded example image must get the course ViT's prediction, a photograph must get the out-of-distribution
+warning, and screenshots go
 to outputs/app/ (screenshot.png: the course-models tab; screenshot_benchmark.png: the benchmark tab).
 """
 
@@ -115,17 +117,22 @@ def test_benchmark_and_course_model_in_a_real_browser(page, tmp_path):
     from playwright.sync_api import expect
 
     shots = outputs_dir("app")
-    expect(page.locator("#network-status")).to_contain_text("Offline")
+    expect(page.locator("#network-status")).to_contain_text("Offline", timeout=60_000)  # a busy machine
 
-    # Tab 1: a small benchmark of the default tiny model (resnet18) at 64 px, batch 1.
+    # Tab 1: a small benchmark of the default tiny model (resnet18) at 64 px, batch 1, exported and run in
+    # ONNX Runtime with int8 weights (the runtime choice).
     set_slider(page, "bench-size", 64)
     set_slider(page, "bench-batch", 1)
     set_slider(page, "bench-time", 0.1)
+    page.locator("#bench-runtime").get_by_text("ONNX Runtime int8").click()
     page.locator("#bench-run").click()
-    expect(page.locator("#bench-message")).to_contain_text("measured 1 model(s)", timeout=90_000)
+    expect(page.locator("#bench-message")).to_contain_text(
+        "measured 1 model(s) on ONNX Runtime int8", timeout=180_000
+    )
     row = page.locator("#bench-table tbody tr").filter(has_text="resnet18")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("random")
+    expect(row).to_contain_text("int8")
     csv_link = page.locator("#bench-csv a").first
     expect(csv_link).to_have_attribute("href", re.compile(r"benchmark\.csv$"))
     csv = page.request.get(csv_link.get_attribute("href")).text()
@@ -145,6 +152,16 @@ def test_benchmark_and_course_model_in_a_real_browser(page, tmp_path):
     page.locator("#vit-run").click()
     expect(page.locator("#vit-message")).to_contain_text(f"prediction: {example.true_class}")
     expect(page.locator("#vit-probs")).to_contain_text(example.true_class)
+    expect(page.locator("#vit-message")).not_to_contain_text("knows only six generated shapes")
+
+    # A photograph: the prediction comes with the out-of-distribution warning.
+    page.locator("#course-example input").click()
+    page.get_by_role("option", name="사진 / photo · coffee (scikit-image)").click()
+    page.locator("#course-load").click()
+    expect(page.locator("#tab-course")).to_contain_text("ℹ 사진 / photo · coffee")  # the photo is loaded
+    page.locator("#vit-run").click()
+    # (the first such check generates the 300 shapes that set its limits: seconds on a busy machine)
+    expect(page.locator("#vit-message")).to_contain_text("knows only six generated shapes", timeout=90_000)
 
     # DINO on a textured example with its true mask: the IoU per head appears.
     page.locator("#course-example input").click()
