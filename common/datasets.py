@@ -63,7 +63,10 @@ from common.course import outputs_dir
 from common.runtime import require_online
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star")
-BACKGROUNDS = ("cluttered", "plain")
+BACKGROUNDS = ("cluttered", "plain", "camouflage")
+# "camouflage" (lab 4.2): background field, clutter and object all take their colours from the same uniform
+# distribution, so no colour statistic tells the object from the background; only its structure (a sharp
+# textured silhouette against a smooth field with solid clutter) does.
 # The textured variant fills shape k with texture k: the class shows in every part of the object.
 TEXTURES = ("solid", "stripes", "checks", "dots", "grid", "rings")
 # Three disjoint streams: choose recipes, schedules and thresholds on "val", report on "test" once.
@@ -290,6 +293,15 @@ def generate_shapes(
         for p in params:
             p["lines"][:, 8] = p["blobs"][:, 6] = 0.0
             p["bg"][:] = p["bg"].mean()  # a plain grey background
+    if background == "camouflage":  # a separate stream: the shapes, places and sizes stay the same
+        for i, p in enumerate(params):
+            rng = np.random.default_rng([seed, code, i, 3])
+            p["bg"] = rng.uniform(0, 1, size=(3, 4, 4))  # full contrast, colours like the objects'
+            p["colour"] = rng.uniform(0, 1, size=3)  # no longer chosen to stand out from the background
+            p["lines"][:, 5:8] = rng.uniform(0, 1, size=(_MAX_LINES, 3))
+            p["blobs"][:, 3:6] = rng.uniform(0, 1, size=(_MAX_BLOBS, 3))
+            p["lines"][:, 8] = np.where(p["lines"][:, 8] > 0, 1.0, 0.0)  # opaque clutter
+            p["blobs"][:, 6] = np.where(p["blobs"][:, 6] > 0, 1.0, 0.0)
     if texture:  # from a separate stream, so the objects themselves do not change
         for i, p in enumerate(params):
             rng = np.random.default_rng([seed, code, i, 1])

@@ -227,15 +227,23 @@ class DINOLoss(nn.Module):
     After each call the center is updated with the teacher's batch mean (all processes averaged):
     :math:`c \leftarrow m\,c + (1-m)\,\frac{1}{B}\sum_b g_t^{(b)}`.
 
-    ``centering=False`` turns the center off (ablation). ``last_stats`` holds the collapse diagnostics of the
+    ``centering=False`` turns the center off (ablation); ``centering="sinkhorn"`` replaces the EMA center by
+    DINOv2's Sinkhorn–Knopp normalisation of the teacher's batch (:func:`sinkhorn_knopp`). ``last_stats`` holds the collapse diagnostics of the
     last call (:func:`collapse_stats`): the teacher's mean entropy :math:`H(P_t)`, the entropy of its batch
     mean :math:`H(\bar P_t)`, and the mean :math:`KL(P_t \| P_s)` over the pairs.
     """
 
     def __init__(
-        self, out_dim: int, *, student_temp: float = 0.1, center_momentum: float = 0.9, centering: bool = True
+        self,
+        out_dim: int,
+        *,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        centering: bool | str = True,
     ):
         super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}.")
         if student_temp <= 0:
             raise ValueError(f"student_temp must be > 0, got {student_temp}.")
         if not 0 <= center_momentum < 1:
@@ -245,6 +253,8 @@ class DINOLoss(nn.Module):
         self.last_stats: dict[str, float] = {}
 
     def teacher_probs(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(teacher_out, teacher_temp)
         centred = teacher_out - self.center if self.centering else teacher_out
         return F.softmax(centred / teacher_temp, dim=-1)
 
@@ -295,6 +305,42 @@ class DINOLoss(nn.Module):
             dist.all_reduce(count)
         batch_center = batch_center / count
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
+
+
+CENTERINGS = (
+    True,
+    False,
+    "sinkhorn",
+)  # True: DINO's EMA center; False: none (ablation); DINOv2's Sinkhorn-Knopp
+
+
+@torch.no_grad()
+def sinkhorn_knopp(teacher_out: Tensor, teacher_temp: float, n_iterations: int = 3) -> Tensor:
+    r"""DINOv2's teacher targets (Oquab et al., 2023; ``sinkhorn_knopp_teacher`` in facebookresearch/dinov2).
+
+    :math:`Q = \exp(g_t/\tau_t)` over the batch (B, K) is alternately rescaled so that every prototype gets
+    the same total weight 1/K and every image 1/B (``n_iterations`` rounds, 3 as in DINOv2), then each row is
+    returned as a distribution. Instead of a running center, the *current* batch is spread evenly over the
+    prototypes: no dimension can dominate. Several processes normalise over the global batch.
+    """
+    if teacher_temp <= 0 or n_iterations < 1:
+        raise ValueError(f"need teacher_temp > 0 and n_iterations >= 1, got {teacher_temp}, {n_iterations}.")
+    logits = teacher_out.float() / teacher_temp
+    q = torch.exp(logits - logits.max()).t()  # (K, B); one global shift cancels in the normalisations
+    distributed = dist.is_available() and dist.is_initialized()
+    world = dist.get_world_size() if distributed else 1
+    k, b = q.shape[0], q.shape[1] * world
+    total = q.sum()
+    if distributed:
+        dist.all_reduce(total)
+    q = q / total
+    for _ in range(n_iterations):
+        rows = q.sum(dim=1, keepdim=True)  # per prototype
+        if distributed:
+            dist.all_reduce(rows)
+        q = q / rows / k
+        q = q / q.sum(dim=0, keepdim=True) / b  # per image (all of its mass is local)
+    return (q * b).t()
 
 
 def center_update(center: Tensor, teacher_out: Tensor, momentum: float = 0.9) -> Tensor:

@@ -6,6 +6,10 @@
 - :func:`attention_masks`: per head, the patches that hold ``mass`` (60 %) of the last block's CLS attention,
   the thresholding of the DINO paper's segmentation figures and Jaccard evaluation.
 - :func:`attention_iou`: IoU of those masks with ground-truth object masks, per image and head.
+- :func:`linear_probe_accuracy`: a multinomial logistic regression on frozen features (the linear probe).
+- The opponents an attention mask must beat: :func:`saliency_iou` (no learning: each patch's mean distance
+  from the image's median colour, cut with the same mass rule) and :func:`oracle_iou` (the best any choice of
+  whole patches on the grid can reach).
 """
 
 from __future__ import annotations
@@ -153,3 +157,95 @@ def attention_iou(
         keep = keep.repeat_interleave(vit.patch_size, -2).repeat_interleave(vit.patch_size, -1)
         scores.append(mask_iou(keep, masks[start : start + batch_size, None].bool()))
     return torch.cat(scores).numpy()
+
+
+def _patch_mean(values: Tensor, patch_size: int) -> Tensor:
+    """(B, H, W) -> (B, H/p, W/p): the mean over each patch."""
+    return F.avg_pool2d(values[:, None].float(), patch_size)[:, 0]
+
+
+def _to_pixels(keep: Tensor, patch_size: int) -> Tensor:
+    return keep.repeat_interleave(patch_size, -2).repeat_interleave(patch_size, -1)
+
+
+def _check_images_masks(images: Tensor, masks: Tensor, patch_size: int) -> None:
+    if images.dim() != 4 or masks.shape != (images.shape[0], *images.shape[-2:]):
+        raise ValueError(
+            f"need images (B, C, H, W) and masks (B, H, W), got {tuple(images.shape)}, {tuple(masks.shape)}."
+        )
+    if images.shape[-1] % patch_size or images.shape[-2] % patch_size:
+        raise ValueError(
+            f"image size {tuple(images.shape[-2:])} is not divisible by patch_size {patch_size}; crop or pad."
+        )
+
+
+def colour_saliency(images: Tensor, patch_size: int) -> Tensor:
+    """(B, H/p, W/p): per patch, the mean Euclidean distance of its pixels from the image's median colour.
+
+    A map with no learning at all: it finds whatever differs in colour from most of the image."""
+    median = images.flatten(2).median(dim=-1).values[..., None, None]  # (B, C, 1, 1)
+    return _patch_mean((images - median).norm(dim=1), patch_size)
+
+
+def saliency_iou(images: Tensor, masks: Tensor, patch_size: int, mass: float = 0.6) -> np.ndarray:
+    """IoU with the object mask of :func:`colour_saliency` cut with DINO's rule (the patches holding
+    ``mass`` of the map), exactly as :func:`attention_iou` cuts an attention head. ``images`` in [0, 1]."""
+    _check_images_masks(images, masks, patch_size)
+    sal = colour_saliency(images.float(), patch_size)
+    b, gh, gw = sal.shape
+    keep = attention_masks(sal.reshape(b, 1, gh * gw) + 1e-12, mass).reshape(b, gh, gw)
+    return mask_iou(_to_pixels(keep, patch_size), masks.bool()).numpy()
+
+
+def oracle_iou(masks: Tensor, patch_size: int) -> np.ndarray:
+    """(B,): the best IoU any set of whole patches reaches against each pixel mask.
+
+    All patches have the same area, so the best set is, for some k, the k patches with the most object
+    pixels (adding a fuller patch never lowers the IoU more than adding an emptier one): try every k."""
+    if masks.dim() != 3 or masks.shape[-1] % patch_size or masks.shape[-2] % patch_size:
+        raise ValueError(f"masks must be (B, H, W) with sides divisible by patch_size {patch_size}.")
+    area = patch_size * patch_size
+    inside = (_patch_mean(masks, patch_size) * area).flatten(1)  # object pixels per patch
+    inside = inside.sort(dim=1, descending=True).values
+    inter = inside.cumsum(1)
+    k = torch.arange(1, inside.shape[1] + 1, dtype=inside.dtype)
+    union = masks.flatten(1).sum(1, keepdim=True).float() + k * area - inter
+    return (inter / union).max(1).values.numpy()
+
+
+def linear_probe_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    *,
+    weight_decay: float = 1e-3,
+    max_iter: int = 100,
+    num_classes: int | None = None,
+) -> float:
+    """Test accuracy of a linear classifier fitted on frozen features (a linear probe).
+
+    Features are standardised with the training features' statistics; the probe minimises the mean
+    cross-entropy plus ``weight_decay / 2 * ||W||^2`` (bias not decayed) with L-BFGS, full batch: a convex
+    problem, so the result does not depend on a learning rate or an initialisation."""
+    if len(train_features) != len(train_labels) or len(test_features) != len(test_labels):
+        raise ValueError("features and labels must have the same length.")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1 if num_classes is None else num_classes
+    mean, std = train_features.float().mean(0), train_features.float().std(0).clamp_min(1e-6)
+    x, x_test = (train_features.float() - mean) / std, (test_features.float() - mean) / std
+    probe = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(probe.weight), nn.init.zeros_(probe.bias)
+    opt = torch.optim.LBFGS(probe.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(probe(x), train_labels) + 0.5 * weight_decay * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return (probe(x_test).argmax(1) == test_labels).float().mean().item()

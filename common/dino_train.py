@@ -1,7 +1,8 @@
 """Training DINO: the student/teacher pair, one optimisation step, the loop, several processes.
 
 - :class:`DINOConfig`: every hyper-parameter of the method in one place (defaults follow the reference code
-  for ViT-S/16, except the sizes, which suit 32-pixel images, and the lengths: epochs, warm-up epochs).
+  for ViT-S/16, except the sizes, which suit 32-pixel images, the lengths: epochs, warm-up epochs, and the
+  gradient clipping: one global norm, not one per parameter).
 - :class:`DINO`: student and teacher (:class:`common.dino.MultiCropWrapper`) and the loss.
 - :class:`DINOTrainer`: the optimiser and the schedules; :meth:`DINOTrainer.train_step` is one step.
 - :func:`train_dino`: the loop (progress bar, per-step history, optional evaluation callback per epoch).
@@ -32,7 +33,11 @@ from common.training import cosine_schedule, param_groups, progress
 
 @dataclass
 class DINOConfig:
-    """DINO's hyper-parameters. ``lr`` is the base rate for a batch of 256 (scaled linearly, as in DINO)."""
+    """DINO's hyper-parameters. ``lr`` is the base rate for a batch of 256 (scaled linearly, as in DINO).
+
+    One departure from the reference code besides the sizes: ``clip_grad`` bounds the *global* norm of all the
+    student's gradients (``torch.nn.utils.clip_grad_norm_``); DINO's ``utils.clip_gradients`` clips each
+    parameter's gradient to that norm separately."""
 
     out_dim: int = 1024  # K, the number of "prototypes" (65536 in the paper)
     hidden_dim: int = 512
@@ -44,7 +49,7 @@ class DINOConfig:
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 0
     center_momentum: float = 0.9
-    centering: bool = True
+    centering: bool | str = True  # "sinkhorn": DINOv2's Sinkhorn-Knopp targets instead of the EMA center
     momentum_teacher: float = 0.996  # cosine-scheduled to 1.0
     lr: float = 5e-4
     min_lr: float = 1e-6

@@ -15,16 +15,17 @@ on a 2-core CPU by ``make checkpoints``), ``tiny`` (seconds: tests and smoke run
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from torchvision.transforms import v2
 
-from common.datasets import ShapesDataset, generate_arrangement, random_dihedral
+from common.datasets import SHAPE_CLASSES, ShapesDataset, generate_arrangement, random_dihedral
 from common.dino import MultiCropAugmentation, MultiCropDataset
-from common.dino_eval import attention_iou, knn_accuracy, knn_eval
+from common.dino_eval import attention_iou, knn_accuracy, knn_eval, oracle_iou, saliency_iou
 from common.dino_train import DINO, DINOConfig
 from common.training import History, Recipe, evaluate, train_classifier
 from common.vit import VisionTransformer
@@ -123,9 +124,15 @@ def arrangement_data(n_train: int, n_val: int, n_test: int, seed: int = 0):
 # ----------------------------------------------------------------------------------------------------------
 # Lab 4.2: DINO
 # ----------------------------------------------------------------------------------------------------------
-# DINO trains on the textured variant (shape k filled with texture k, plain background): every crop of the
-# object carries its class, which crops and colour jitter leave intact. See lab 4.2, section 2.
+# DINO trains on the textured variant (shape k filled with texture k, plain grey background): every crop of the
+# object carries its class, which crops and colour jitter leave intact. See lab 4.2, section 2. On this
+# background colour contrast alone finds the object; lab 4.2 also measures the "camouflage" background
+# (``dino_data(..., background="camouflage")``), where field, clutter and object share one colour distribution.
 DINO_DATA = dict(background="plain", texture=True)
+# Masks are evaluated on the same test images rendered at 64 pixels (the generator draws the same objects at
+# any size): the ViT, trained at 32, interpolates its position table to the 8x8 patch grid, as DINO's
+# visualize_attention.py does for images larger than its training crops.
+DINO_EVAL_SIZE = 64
 DINO_BACKBONE = dict(img_size=IMAGE_SIZE, patch_size=8, num_classes=0, embed_dim=128, depth=4, num_heads=4)
 DINO_SIZES = {
     "tiny": dict(
@@ -159,10 +166,21 @@ class DINOData:
     crops: DataLoader  # batches of multi-crop views, standardised
     bank: DataLoader  # k-NN memory: standardised training images and their labels
     queries: DataLoader  # standardised test images and labels
+    large_spec: dict = field(default_factory=dict, repr=False)  # how to render test_large
+
+    @cached_property
+    def test_large(self) -> ShapesDataset:
+        """The same test images rendered at ``DINO_EVAL_SIZE`` pixels, with masks (the 8x8 patch grid);
+        made on first use."""
+        return ShapesDataset(**self.large_spec)
 
     @property
     def test_images(self) -> torch.Tensor:
         return self.normalize(self.test.images)
+
+    @property
+    def test_large_images(self) -> torch.Tensor:
+        return self.normalize(self.test_large.images)
 
 
 def dino_data(
@@ -175,6 +193,8 @@ def dino_data(
     world: int = 1,
     bank_size: int = 4000,
     texture: bool = True,
+    background: str | None = None,
+    eval_split: str = "test",
     stats: tuple[list[float], list[float]] | None = None,
     **overrides,
 ) -> DINOData:
@@ -182,10 +202,10 @@ def dino_data(
     change sizes; ``texture=False`` gives the untextured shapes of lab 4.1 on the same plain background;
     ``stats=(mean, std)`` standardises with given statistics (a checkpoint's) instead of this training set's."""
     s = {**dino_sizes(profile), **overrides}
-    look = {**DINO_DATA, "texture": texture}
+    look = {**DINO_DATA, "texture": texture, **({} if background is None else {"background": background})}
     n_local = s["n_local"] if n_local is None else n_local
     train = ShapesDataset(s["n_train"], IMAGE_SIZE, seed=seed, split="train", **look)
-    test = ShapesDataset(s["n_test"], IMAGE_SIZE, seed=seed, split="test", return_mask=True, **look)
+    test = ShapesDataset(s["n_test"], IMAGE_SIZE, seed=seed, split=eval_split, return_mask=True, **look)
     normalize = standardizer(train.images) if stats is None else v2.Normalize(*stats)
     aug = MultiCropAugmentation(
         IMAGE_SIZE, 16, n_local=n_local, local_scale=(0.1, 0.4), mean=normalize.mean, std=normalize.std
@@ -208,7 +228,10 @@ def dino_data(
     n_bank = min(bank_size, len(train))
     bank = DataLoader(TensorDataset(normalize(train.images[:n_bank]), train.labels[:n_bank]), batch_size=500)
     queries = DataLoader(TensorDataset(normalize(test.images), test.labels), batch_size=500)
-    return DINOData(train, test, normalize, crops, bank, queries)
+    large = dict(
+        n=s["n_test"], image_size=DINO_EVAL_SIZE, seed=seed, split=eval_split, return_mask=True, **look
+    )
+    return DINOData(train, test, normalize, crops, bank, queries, large)
 
 
 def dino_backbone_config(profile: str = "quick") -> dict:
@@ -276,10 +299,14 @@ def dino_from_checkpoint(state: dict, **overrides) -> DINO:
     return dino
 
 
-def dino_metrics(backbone, data: DINOData, device="cpu") -> dict[str, float]:
-    """k-NN accuracy of the CLS features (k = 20), mean attention-mask IoU over heads and test images, and the
-    best head's mean IoU."""
-    iou = attention_iou(backbone, data.test_images, data.test.masks)
+def dino_metrics(backbone, data: DINOData, device="cpu", *, fine: bool = True) -> dict[str, float]:
+    """k-NN accuracy of the CLS features (k = 20), mean attention-mask IoU over heads and test images on the
+    8x8 grid (the images at ``DINO_EVAL_SIZE``; ``fine=False``: the 4x4 grid of the 32-pixel images, what
+    the first checkpoints logged), and the best head's mean IoU."""
+    if fine:
+        iou = attention_iou(backbone, data.test_large_images, data.test_large.masks)
+    else:
+        iou = attention_iou(backbone, data.test_images, data.test.masks)
     return {
         "knn": knn_eval(backbone, data.bank, data.queries, device),
         "iou": float(iou.mean()),
@@ -299,3 +326,35 @@ def raw_pixel_knn(data: DINOData) -> float:
 def momentum_share(momenta) -> float:
     """The teacher's remaining share of its initial weights: the product of the EMA momenta so far."""
     return float(np.prod(np.asarray(momenta, dtype=np.float64)))
+
+
+def mask_baselines(data: DINOData) -> dict[str, float]:
+    """The two references for an attention mask's IoU on the 8x8 grid: colour saliency with no learning, cut
+    with the same 60 % mass rule, and the oracle (the best choice of whole patches)."""
+    images, masks, patch = data.test_large.images, data.test_large.masks, DINO_BACKBONE["patch_size"]
+    return {
+        "saliency_iou": float(saliency_iou(images, masks, patch).mean()),
+        "oracle_iou": float(oracle_iou(masks, patch).mean()),
+    }
+
+
+# The fair supervised opponent of lab 4.2: DINO's backbone with a linear head, trained with labels on DINO's
+# training images to a plateau of validation accuracy (``make checkpoints``: ``checkpoints/dino_supervised.pt``).
+DINO_SUPERVISED = dict(epochs=15, batch_size=128)
+
+
+def dino_supervised_data(seed: int = 0, *, split: str = "val", stats=None, n_train=None, n_eval=None):
+    """``(train, evaluation, normalize)``: DINO's course training images with their labels (turned and
+    flipped at random, standardised) and a labelled evaluation split."""
+    s = dino_sizes("course")
+    n_train, n_eval = n_train or s["n_train"], n_eval or s["n_test"]
+    train = ShapesDataset(n_train, IMAGE_SIZE, seed=seed, split="train", **DINO_DATA)
+    held = ShapesDataset(n_eval, IMAGE_SIZE, seed=seed, split=split, **DINO_DATA)
+    normalize = standardizer(train.images) if stats is None else v2.Normalize(*stats)
+    train.transform = v2.Compose([random_dihedral, normalize])
+    held.transform = normalize
+    return train, held, normalize
+
+
+def new_dino_supervised() -> VisionTransformer:
+    return VisionTransformer(**{**DINO_BACKBONE, "num_classes": len(SHAPE_CLASSES)})

@@ -1,12 +1,14 @@
 """Train the week-4 reference models and commit-ready checkpoints: ``make checkpoints``.
 
-    python -m scripts.train_checkpoints            # both: the supervised ViT (lab 4.1) and DINO (lab 4.2)
+    python -m scripts.train_checkpoints            # all: the ViT (lab 4.1), DINO and its supervised opponent (4.2)
     python -m scripts.train_checkpoints vit --threads 1
 
 Each model is trained from scratch with the ``course`` sizes of ``common.reference_models`` (the same recipe
 the notebooks use) and written to ``checkpoints/<name>.pt`` (fp16 weights), with an entry in
 ``checkpoints/manifest.json``: sha256, the exact command, seed, the final metrics of the training log,
 the training time, date and machine. The notebooks verify the hash and evaluate the weights themselves.
+DINO and its supervised opponent are followed on the "val" split while they train; the test split is
+evaluated once, on the stored weights, for the manifest.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from common import reference_models as ref
 from common.dino_eval import knn_eval
 from common.dino_train import DINOTrainer, train_dino
 from common.runtime import seed_everything
+from common.training import Recipe, train_classifier
 
-MODELS = ("vit", "dino")
+MODELS = ("vit", "dino", "dino_supervised")
 
 
 def machine() -> str:
@@ -81,9 +84,9 @@ def train_vit(seed: int) -> dict:
 
 def train_dino_checkpoint(seed: int, workers: int = 1) -> dict:
     seed_everything(seed)
-    data = ref.dino_data("course", seed=seed, workers=workers)
+    data = ref.dino_data("course", seed=seed, workers=workers, eval_split="val")  # followed on val
     dino = ref.new_dino("course")
-    random_metrics = ref.dino_metrics(ref.new_dino_backbone("course"), data)
+    random_backbone = ref.new_dino_backbone("course")
     trainer = DINOTrainer(dino, len(data.crops), batch_size=ref.dino_sizes("course")["batch_size"])
 
     def knn(backbone):
@@ -98,16 +101,64 @@ def train_dino_checkpoint(seed: int, workers: int = 1) -> dict:
     checkpoints.save(path, **ref.dino_checkpoint_state(dino, "course", data))
     restored = ref.dino_from_checkpoint(checkpoints.load(path))
     metrics = {}
-    for role in ("teacher", "student"):
-        m = ref.dino_metrics(getattr(restored, role).backbone, data)
-        metrics.update({f"{role}_{k}": round(v, 4) for k, v in m.items()})
-    metrics.update({f"random_init_{k}": round(v, 4) for k, v in random_metrics.items()})
-    metrics["raw_pixel_knn"] = round(ref.raw_pixel_knn(data), 4)
+    for split in ("val", "test"):  # the test split once, on the stored weights
+        held = (
+            data
+            if split == "val"
+            else ref.dino_data("course", seed=seed, stats=(data.normalize.mean, data.normalize.std))
+        )
+        tag = "" if split == "test" else "val_"
+        for role, backbone in (
+            ("teacher", restored.teacher.backbone),
+            ("student", restored.student.backbone),
+            ("random_init", random_backbone),
+        ):
+            m = ref.dino_metrics(backbone, held)
+            metrics.update({f"{tag}{role}_{k}": round(v, 4) for k, v in m.items()})
+        metrics[f"{tag}raw_pixel_knn"] = round(ref.raw_pixel_knn(held), 4)
+        metrics.update({f"{tag}{k}": round(v, 4) for k, v in ref.mask_baselines(held).items()})
+    metrics["val_knn_per_5_epochs"] = [round(e["knn"], 4) for e in history.evals]
     steps = history.steps
     metrics["final_teacher_entropy"] = round(float(sum(steps["teacher_entropy"][-20:]) / 20), 3)
     metrics["teacher_initial_share"] = ref.momentum_share(steps["momentum"])
     metrics["steps"] = len(steps["loss"])
     return checkpoints.record("dino_shapes", path, metrics=metrics, **provenance(seed, seconds))
+
+
+def train_dino_supervised(seed: int) -> dict:
+    """DINO's backbone with a linear head, trained with labels on DINO's training images (lab 4.2's opponent)."""
+    seed_everything(seed)
+    train, val, normalize = ref.dino_supervised_data(seed, split="val")
+    model = ref.new_dino_supervised()
+    recipe = Recipe(**ref.DINO_SUPERVISED)
+    start = time.perf_counter()
+    history = train_classifier(model, train, val, recipe, seed=seed, desc="supervised (DINO's data)")
+    seconds = time.perf_counter() - start
+    for r in history.records:
+        print(
+            f"epoch {r['epoch']:>3}: train acc {r['train_metric']:.3f}, val acc {r['val_metric']:.3f}",
+            flush=True,
+        )
+    path = checkpoints.course_dir() / "dino_supervised.pt"
+    checkpoints.save(
+        path,
+        **checkpoints.vit_state(model, {**ref.DINO_BACKBONE, "num_classes": model.num_classes}),
+        mean=normalize.mean,
+        std=normalize.std,
+        data={**ref.DINO_DATA, "n_train": len(train)},
+    )
+    stored = checkpoints.build_vit(checkpoints.load(path))
+    _, test, _ = ref.dino_supervised_data(
+        seed, split="test", stats=(normalize.mean, normalize.std), n_train=64
+    )
+    metrics = {
+        "val_accuracy_per_epoch": [round(r["val_metric"], 4) for r in history.records],
+        "val_accuracy": round(ref.accuracy(stored, val), 4),
+        "test_accuracy": round(ref.accuracy(stored, test), 4),
+        "train_accuracy_last_epoch": round(history.last("train_metric"), 4),
+        "epochs": recipe.epochs,
+    }
+    return checkpoints.record("dino_supervised", path, metrics=metrics, **provenance(seed, seconds))
 
 
 def main(argv=None) -> None:
@@ -125,7 +176,12 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in args.models:
-        entry = train_vit(args.seed) if name == "vit" else train_dino_checkpoint(args.seed, args.workers)
+        if name == "vit":
+            entry = train_vit(args.seed)
+        elif name == "dino":
+            entry = train_dino_checkpoint(args.seed, args.workers)
+        else:
+            entry = train_dino_supervised(args.seed)
         print(
             f"{name}: {entry['metrics']} in {entry['train_seconds']} s -> checkpoints/{entry['file']}",
             flush=True,

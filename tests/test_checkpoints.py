@@ -86,7 +86,7 @@ def test_course_checkpoint_errors_say_what_to_do(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- the committed course models
 def test_the_manifest_lists_the_week4_models_within_the_size_budget():
-    assert set(MANIFEST) == {"vit_shapes", "dino_shapes"}, "run `make checkpoints`"
+    assert set(MANIFEST) == {"vit_shapes", "dino_shapes", "dino_supervised"}, "run `make checkpoints`"
     assert sum(e["bytes"] for e in MANIFEST.values()) <= 10 * 2**20
     for entry in MANIFEST.values():
         assert {"command", "seed", "metrics", "date", "machine", "train_seconds"} <= set(entry)
@@ -127,6 +127,19 @@ def test_dino_checkpoint_reproduces_its_knn_and_iou():
     state, entry = checkpoints.load_course_checkpoint("dino_shapes")
     data = ref.dino_data("course", seed=entry["seed"])
     assert data.normalize.mean == pytest.approx(state["mean"])
-    metrics = ref.dino_metrics(ref.dino_from_checkpoint(state).teacher.backbone, data)
+    metrics = ref.dino_metrics(
+        ref.dino_from_checkpoint(state).teacher.backbone, data, fine=False
+    )  # as logged
     assert abs(metrics["knn"] - entry["metrics"]["teacher_knn"]) <= 0.01
     assert abs(metrics["iou"] - entry["metrics"]["teacher_iou"]) <= 0.01
+
+
+@pytest.mark.skipif("dino_supervised" not in MANIFEST, reason="no supervised DINO opponent yet")
+def test_dino_supervised_checkpoint_reproduces_its_test_accuracy():
+    state, entry = checkpoints.load_course_checkpoint("dino_supervised")
+    model = checkpoints.build_vit(state)
+    assert state["config"] == {**ref.DINO_BACKBONE, "num_classes": 6}  # DINO's backbone, a linear head
+    _, test, _ = ref.dino_supervised_data(
+        entry["seed"], split="test", stats=(state["mean"], state["std"]), n_train=64
+    )
+    assert abs(ref.accuracy(model, test) - entry["metrics"]["test_accuracy"]) <= 0.01
