@@ -201,7 +201,9 @@ class OnnxModel:
         )  # as many as torch uses: a fair race
         options.log_severity_level = 3  # errors only: no "removing initializer" notes in the notebook
         # the CPU provider unless told otherwise (lab 4.5's GPU section passes TensorRT's and CUDA's)
-        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
         self.path, self.level = path, level
         signature = self.session.get_inputs()[0]
         self.input_name = signature.name

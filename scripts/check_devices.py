@@ -204,7 +204,14 @@ SHRINK: dict[str, dict] = {
         batch=1, min_run_time=0.01, seq_lens=[64, 128], swin_maps_timed=[14], swin_maps_counted=[28]
     ),
     "week4/04": dict(
-        n_train=256, n_val=128, n_test=128, epochs=2, no_temp_epochs=1, eval_every=4, n_eval=64, n_retrieval=64
+        n_train=256,
+        n_val=128,
+        n_test=128,
+        epochs=2,
+        no_temp_epochs=1,
+        eval_every=4,
+        n_eval=64,
+        n_retrieval=64,
     ),
 }
 
