@@ -56,6 +56,9 @@ _MIXING_ALLOWED = {
     "view_as",
     "reshape_as",
 }
+# Packed sequences: torch takes `lengths` and keeps a PackedSequence's `batch_sizes` (1-D int64) on the CPU, on
+# CUDA too; the data stay on the device.
+_PACKED_OPS = {"_pack_padded_sequence", "_pad_packed_sequence", "gru", "lstm", "rnn_tanh", "rnn_relu"}
 _INPLACE_DUNDERS = {"__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__", "__ipow__"}
 
 
@@ -145,7 +148,8 @@ class EmulatedDevice(TorchFunctionMode):
         out = func(*args, **kwargs)
         if target and name not in _MIXING_ALLOWED:
             for t in tensors_in(out):
-                _mark(t)
+                if not (name in _PACKED_OPS and t.dtype == torch.int64):  # batch sizes, lengths: on the CPU
+                    _mark(t)
         return out
 
     def _move(self, func, name, args, kwargs):
@@ -172,6 +176,8 @@ class EmulatedDevice(TorchFunctionMode):
 
     def _check(self, name, args, tensors):
         host = [t for t in tensors if not on_device(t) and t.dim() > 0]  # CPU scalars are fine on CUDA
+        if name in _PACKED_OPS:
+            host = [t for t in host if not (t.dim() == 1 and t.dtype == torch.int64)]
         inplace = (name.endswith("_") and not name.startswith("__")) or name in _INPLACE_DUNDERS
         if inplace and isinstance(args[0], torch.Tensor) and not on_device(args[0]):
             host = [args[0]]  # a device result written into a CPU tensor
@@ -197,7 +203,16 @@ SHRINK: dict[str, dict] = {
     ),
     "week6/03": dict(n_train=300, n_test=100, epochs=1),
     "week6/04": dict(depth=3, flow_depth=3, n_train=128, n_val=64, n_test=64, epochs=1, stability_layers=2),
-    "week6/05": dict(n_train=128, n_val=64, n_test=64, epochs=1, seeds=2, timing_lengths=[10, 20]),
+    "week6/05": dict(
+        n_train=128,
+        n_val=64,
+        n_test=64,
+        epochs=1,
+        seeds=2,
+        sweep_seeds=2,
+        longer_seeds=2,
+        timing_lengths=[10, 20],
+    ),
     "week4/01": dict(n_train=256, n_test=128),
     "week4/02": dict(n_train=128, n_test=32, epochs=2, batch_size=32, supervised_epochs=2, ablation_steps=2),
     "week4/03": dict(

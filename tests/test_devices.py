@@ -159,3 +159,18 @@ def test_the_check_catches_lab_6_3s_cpu_tokens_bugs(tmp_path, monkeypatch, undo)
     nb = nbformat.read(repo_root() / LAB, as_version=4)
     (index,) = [i for i, c in enumerate(nb.cells) if FIXES[undo][0] in c.source]
     assert f"cell {index}" in caught.value.__notes__[-1]
+
+
+def test_packed_sequences_keep_their_lengths_on_the_cpu_as_torch_requires():
+    # torch's pack_padded_sequence takes `lengths` on the CPU even on CUDA, and a PackedSequence's batch_sizes
+    # stay there; the data and the RNN's outputs are on the device. CPU data into a device GRU still raises.
+    torch.manual_seed(0)
+    with EmulatedDevice():
+        gru = nn.GRU(4, 8, batch_first=True).to(DEVICE)
+        x, lengths = torch.randn(3, 5, 4).to(DEVICE), torch.tensor([5, 3, 2])
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+        assert on_device(packed.data) and not on_device(packed.batch_sizes)
+        out, _ = nn.utils.rnn.pad_packed_sequence(gru(packed)[0], batch_first=True)
+        assert on_device(out) and out.shape == (3, 5, 8)
+        with pytest.raises(DeviceMismatchError, match="gru"):
+            gru(nn.utils.rnn.pack_padded_sequence(torch.randn(3, 5, 4), lengths, batch_first=True))
