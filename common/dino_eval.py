@@ -232,6 +232,8 @@ def linear_probe_accuracy(
         raise ValueError("features and labels must have the same length.")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    if len(train_features) < 2:  # one example has no spread to standardise by
+        raise ValueError(f"a linear probe needs at least 2 training examples, got {len(train_features)}.")
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1 if num_classes is None else num_classes
     mean, std = train_features.float().mean(0), train_features.float().std(0).clamp_min(1e-6)
     x, x_test = (train_features.float() - mean) / std, (test_features.float() - mean) / std

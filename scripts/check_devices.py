@@ -214,7 +214,7 @@ SHRINK: dict[str, dict] = {
         timing_lengths=[10, 20],
     ),
     "week4/01": dict(n_train=256, n_test=128),
-    "week4/02": dict(n_train=128, n_test=32, epochs=2, batch_size=32, supervised_epochs=2, ablation_steps=2),
+    "week4/02": dict(n_train=400, n_test=32, epochs=2, batch_size=32, supervised_epochs=2, ablation_steps=2),
     "week4/03": dict(
         batch=1, min_run_time=0.01, seq_lens=[64, 128], swin_maps_timed=[14], swin_maps_counted=[28]
     ),

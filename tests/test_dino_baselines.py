@@ -152,3 +152,5 @@ def test_linear_probe_matches_scikit_learns_logistic_regression():
     assert got > 0.8
     with pytest.raises(ValueError, match="same length"):
         linear_probe_accuracy(torch.tensor(x), torch.tensor(y[:5]), torch.tensor(xt), torch.tensor(yt))
+    with pytest.raises(ValueError, match="at least 2"):
+        linear_probe_accuracy(torch.tensor(x[:1]), torch.tensor(y[:1]), torch.tensor(xt), torch.tensor(yt))
