@@ -7,21 +7,19 @@ is ``True`` where a query MAY attend to a key; a float mask is added to the scor
 Public API
 ----------
 - :func:`scaled_dot_product_attention`, :func:`causal_mask`, :func:`padding_mask`, :class:`MultiHeadAttention`.
-- Small functions that are also the reference solutions of labs 6.1 and 6.2's exercises:
-  :func:`softmax_with_temperature`, :func:`most_attended_word`, :func:`self_attention`,
+- Small functions that are also the reference solutions of lab 6.2's exercises: :func:`self_attention`,
   :func:`multi_head_attention` (from weights in ``nn.MultiheadAttention``'s layout, checked by
   :func:`check_multi_head_attention`),
   :func:`attention_layer_flops` (lab 6.2's exercise 3 lives with ``head_diversity`` in
   ``common.attention_analysis``).
-- The exercises' self-checks (each raises AssertionError with a hint): lab 6.1 :func:`check_attention`,
-  :func:`check_attention_prediction`, :func:`check_softmax_with_temperature`; lab 6.2
-  :func:`check_self_attention`, :func:`check_attention_layer_flops`.
+- Lab 6.2's self-checks :func:`check_self_attention`, :func:`check_attention_layer_flops` (moving to
+  ``common.exercises.lab_6_2``); lab 6.1's are in ``common.exercises.lab_6_1``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -133,18 +131,6 @@ class MultiHeadAttention(nn.Module):
 
 
 # ------------------------------------------------------------------------------ small reference functions
-def softmax_with_temperature(scores: Tensor, tau: float) -> Tensor:
-    """softmax(scores / tau) over the last axis: tau > 1 flattens the weights, tau < 1 sharpens them.
-    Attention's 1/sqrt(d_k) is the temperature tau = sqrt(d_k)."""
-    return (scores / tau).softmax(dim=-1)
-
-
-def most_attended_word(tokens: Sequence[str], queries: Tensor, keys: Tensor, *, word: str) -> str:
-    """The token that ``word`` (its first occurrence) gives the largest weight in softmax(Q Kᵀ / sqrt(d_k))."""
-    _, weights = scaled_dot_product_attention(queries, keys, keys)
-    return tokens[int(weights[list(tokens).index(word)].argmax())]
-
-
 def self_attention(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Tensor:
     """Single-head self-attention of ``x`` (n, d) with projections (d, d_k), (d, d_k), (d, d_v): (n, d_v)."""
     return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)[0]
@@ -183,67 +169,6 @@ def _explain_attention_mistake(got: Tensor, q: Tensor, k: Tensor, v: Tensor, nam
             raise AssertionError(message)
     raise AssertionError(
         f"the values differ from {name}: scores Q Kᵀ, divide by sqrt(d_k), softmax over the keys, times V"
-    )
-
-
-def check_attention(fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> None:
-    """Lab 6.1, exercise 1: ``fn(q, k, v)`` must equal ``torch.nn.functional.scaled_dot_product_attention``."""
-    g = torch.Generator().manual_seed(1)
-    q, k, v = (
-        torch.randn(2, 5, 8, generator=g),
-        torch.randn(2, 7, 8, generator=g),
-        torch.randn(2, 7, 3, generator=g),
-    )
-    got = _returned(fn(q.clone(), k.clone(), v.clone()), (2, 5, 3))
-    if not torch.allclose(got, F.scaled_dot_product_attention(q, k, v), atol=1e-5):
-        _explain_attention_mistake(got, q, k, v, "torch's F.scaled_dot_product_attention")
-
-
-def check_attention_prediction(
-    prediction: str | None, tokens: Sequence[str], queries: Tensor, keys: Tensor, *, word: str = "dog"
-) -> None:
-    """Lab 6.1, exercise 2: ``prediction`` must be the word that ``word`` attends to most (a word tied with it
-    counts too) in softmax(queries keysᵀ / sqrt(d_k)); raises NotImplementedError while it is None."""
-    if prediction is None:
-        raise NotImplementedError
-    tokens = list(tokens)
-    assert word in tokens, f"the check looks at '{word}': put '{word}' in your sentence"
-    assert prediction in tokens, f"predict a word of your sentence {tokens}, got '{prediction}'"
-    _, weights = scaled_dot_product_attention(queries, keys, keys)
-    row = weights[tokens.index(word)]
-    actual = most_attended_word(tokens, queries, keys, word=word)
-    got = max(float(row[j]) for j, t in enumerate(tokens) if t == prediction)
-    if got < float(row.max()) - 1e-6:
-        raise AssertionError(
-            f"'{word}' attends most to '{actual}' ({float(row.max()):.2f}); '{prediction}' gets {got:.2f}. "
-            f"Which features does W_Q make '{word}' look for, and which words of the sentence have them?"
-        )
-
-
-def check_softmax_with_temperature(fn: Callable[[Tensor, float], Tensor]) -> None:
-    """Lab 6.1, exercise 3: ``fn(scores, tau)`` must equal softmax(scores / tau) over the last axis, and
-    tau = sqrt(d_k) must give the weights of :func:`scaled_dot_product_attention`."""
-    g = torch.Generator().manual_seed(2)
-    scores = torch.randn(10, 12, generator=g) * 5
-    for tau in (0.5, 1.0, 2.0, 8.0):
-        got = fn(scores.clone(), tau)
-        assert isinstance(got, Tensor) and got.shape == scores.shape, (
-            f"return weights of the scores' shape {tuple(scores.shape)}"
-        )
-        if torch.allclose(got, torch.softmax(scores / tau, dim=-1), atol=1e-6):
-            continue
-        if torch.allclose(got, torch.softmax(scores * tau, dim=-1), atol=1e-6):
-            raise AssertionError(
-                "you multiplied the scores by tau; divide them: a higher temperature must flatten the weights"
-            )
-        if not torch.allclose(got.sum(-1), torch.ones(10), atol=1e-5):
-            raise AssertionError(
-                "each row of weights must sum to 1: take the softmax over the last axis (dim=-1)"
-            )
-        raise AssertionError(f"tau={tau}: expected softmax(scores / tau) over the last axis")
-    q, k = torch.randn(4, 64, generator=g), torch.randn(6, 64, generator=g)
-    assert torch.allclose(fn(q @ k.T, 8.0), scaled_dot_product_attention(q, k, k)[1], atol=1e-6), (
-        "tau = sqrt(d_k) = 8 should reproduce the attention weights for d_k = 64"
     )
 
 

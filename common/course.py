@@ -1,10 +1,9 @@
-"""The course itself: where it lives, its profiles, its notebooks in order, their figures, the exercise checks.
+"""The course itself: where it lives, its profiles, its notebooks in order, their figures.
 
 - :func:`repo_root`, :func:`outputs_dir`: the repository and its generated ``outputs/`` folder.
 - ``PROFILES`` and :func:`resolve_profile`: every notebook's ``PROFILE`` parameter, ``quick`` or ``full``.
 - :func:`notebooks`, :func:`select_notebooks`, :func:`colab_url`, :func:`colab_badge`,
   :func:`declared_figures`, ``SETUP_CELL``.
-- :func:`check_exercise`: runs a student's exercise against an independent reference and prints one line.
 
 The repository slug is configured here and nowhere else (Colab badges and the setup cell use it).
 """
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,16 +133,3 @@ def declared_figures(notebook: Path | str) -> list[str]:
     """Figures a notebook promises to write (``metadata.course.figures``), e.g. ``week6/01_x.png``."""
     nb = json.loads((repo_root() / notebook).read_text(encoding="utf-8"))
     return list(nb.get("metadata", {}).get("course", {}).get("figures", []))
-
-
-def check_exercise(name: str, test: Callable[[], object]) -> None:
-    """Run ``test`` (which calls the student's code and asserts); print one line saying how it went."""
-    try:
-        test()
-    except NotImplementedError:
-        print(f"[todo] {name}: not implemented yet; fill in the TODO above and run this cell again.")
-        return
-    except AssertionError as err:
-        print(f"[fail] {name}: {err or 'the check did not hold'}")
-        return
-    print(f"[pass] {name}")

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from common.attention import MultiHeadAttention
 from common.blocks import TransformerBlock
-from common.vit import PatchEmbedding, check_divisible
+from common.vit import PatchEmbedding, require_divisible
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -27,7 +27,7 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     if x.ndim != 4:
         raise ValueError(f"window_partition expects (B, H, W, C), got shape {tuple(x.shape)}.")
     B, H, W, C = x.shape
-    check_divisible(H, W, window_size, unit="window size")
+    require_divisible(H, W, window_size, unit="window size")
     M = window_size
     # Split H into (H/M, M) and W into (W/M, M), then bring the two window-index axes together.
     x = x.view(B, H // M, M, W // M, M, C).permute(0, 1, 3, 2, 4, 5)
@@ -36,7 +36,7 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
 
 def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -> Tensor:
     """Inverse of :func:`window_partition`: (B * num_windows, M, M, C) -> (B, H, W, C)."""
-    check_divisible(height, width, window_size, unit="window size")
+    require_divisible(height, width, window_size, unit="window size")
     M = window_size
     per_image = (height // M) * (width // M)
     if windows.ndim != 4 or windows.shape[1:3] != (M, M) or windows.shape[0] % per_image:
@@ -59,7 +59,7 @@ def shifted_window_mask(
     the region it came from (3 bands of rows x 3 bands of columns); two tokens of one window may attend
     to each other only if they carry the same label.
     """
-    check_divisible(height, width, window_size, unit="window size")
+    require_divisible(height, width, window_size, unit="window size")
     if not 0 <= shift_size < window_size:
         raise ValueError(f"shift_size must be in [0, window_size={window_size}), got {shift_size}.")
     labels = torch.zeros(1, height, width, 1, device=device)
@@ -240,7 +240,7 @@ class SwinTransformer(nn.Module):
                 downsample, side, dim = PatchMerging(dim), side // 2, 2 * dim
             window = min(window_size, side)
             shift = window_size // 2 if side > window_size else 0
-            check_divisible(side, side, window, unit="window size")
+            require_divisible(side, side, window, unit="window size")
             blocks = [
                 SwinBlock(
                     dim, heads, window_size=window, shift_size=shift if j % 2 else 0, mlp_ratio=mlp_ratio

@@ -24,7 +24,7 @@ Public API
   Any input whose sides are multiples of the patch size works: the position embeddings are resampled
   (learned) or recomputed (sin-cos) on the fly; ``set_image_size`` makes a new size permanent.
 - ``resample_pos_embed(pos_embed, new_grid, old_grid=None, num_prefix_tokens=1, mode="bicubic")`` and
-  ``check_divisible(height, width, size, unit="patch size")`` (also Swin's window check).
+  ``require_divisible(height, width, size, unit="patch size")`` (also Swin's window check).
 - ``sequence_length(img_size, patch_size, *, prefix_tokens=1) -> (tokens, attention entries per head)``.
 - Lab 4.1's exercise checks: ``check_patches(fn)``, ``check_tokens_and_attention_entries(fn)``,
   ``check_training_variants(results)``.
@@ -52,7 +52,7 @@ def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def check_divisible(height: int, width: int, size: int, unit: str = "patch size") -> None:
+def require_divisible(height: int, width: int, size: int, unit: str = "patch size") -> None:
     """Raise a ValueError naming the fix when a ``height x width`` grid does not tile into whole
     ``size x size`` pieces (ViT patches of an image, Swin windows of a feature map)."""
     if size < 1:
@@ -70,7 +70,7 @@ def check_divisible(height: int, width: int, size: int, unit: str = "patch size"
 def image_to_patches(images: Tensor, patch_size: int) -> Tensor:
     """(B, C, H, W) -> (B, N, C*p*p): the patches in row-major grid order, each flattened as (C, p, p)."""
     B, C, H, W = images.shape
-    check_divisible(H, W, patch_size)
+    require_divisible(H, W, patch_size)
     p = patch_size
     # unfold H then W: (B, C, H/p, W/p, p, p); then put the grid first and flatten each patch.
     patches = images.unfold(2, p, p).unfold(3, p, p)
@@ -94,14 +94,14 @@ class PatchEmbedding(nn.Module):
     ):
         super().__init__()
         self.img_size = _pair(img_size)
-        check_divisible(*self.img_size, patch_size)
+        require_divisible(*self.img_size, patch_size)
         self.patch_size = patch_size
         self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_divisible(x.shape[-2], x.shape[-1], self.patch_size)
+        require_divisible(x.shape[-2], x.shape[-1], self.patch_size)
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, D, H/p, W/p) -> (B, N, D)
 
 
@@ -264,7 +264,7 @@ class VisionTransformer(nn.Module):
     def set_image_size(self, img_size: int | tuple[int, int]) -> None:
         """Permanently adapt the model to another input size (e.g. fine-tuning at a higher resolution)."""
         img_size = _pair(img_size)
-        check_divisible(*img_size, self.patch_size)
+        require_divisible(*img_size, self.patch_size)
         grid = (img_size[0] // self.patch_size, img_size[1] // self.patch_size)
         new_table = self._pos_embed_for(grid).detach().clone()
         self.pos_embed = nn.Parameter(new_table, requires_grad=self.pos_embed_kind == "learn")
@@ -311,7 +311,7 @@ def sequence_length(
     """(tokens entering the encoder, entries of one head's attention matrix): (H/p)(W/p) patches plus the
     prefix (CLS) tokens, and one score per (query, key) pair."""
     height, width = _pair(img_size)
-    check_divisible(height, width, patch_size)
+    require_divisible(height, width, patch_size)
     tokens = (height // patch_size) * (width // patch_size) + prefix_tokens
     return tokens, tokens * tokens
 

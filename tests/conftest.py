@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.course import check_exercise
+from common.exercises import check_exercise, grade_exercise
 
 
 @pytest.fixture
@@ -13,5 +13,16 @@ def exercise_output(capsys):
     def run(name, test) -> str:
         check_exercise(name, test)
         return capsys.readouterr().out
+
+    return run
+
+
+@pytest.fixture
+def graded():
+    """``graded(GRADING, namespace, allow_course_code=False) -> list of results``: a lab's grading cases run on a
+    namespace as the grader runs them on a notebook's globals (``common.exercises.grade_exercise``)."""
+
+    def run(grading, namespace, allow_course_code=False):
+        return [grade_exercise(exercise, namespace, allow_course_code) for exercise in grading]
 
     return run

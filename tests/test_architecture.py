@@ -34,13 +34,28 @@ LAYERS = {  # lowest first
         "clip",
     ],
     "recipes": ["reference_models"],
+    # the labs' self-checks, reference solutions and grading cases, one module per lab (a package)
+    "exercises": ["exercises"],
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
 PACKAGE = Path(common.__file__).parent
 
 
+def source_files(module: str) -> list[Path]:
+    """A module's file, or every file of a subpackage (``exercises``)."""
+    folder = PACKAGE / module
+    return sorted(folder.glob("*.py")) if folder.is_dir() else [PACKAGE / f"{module}.py"]
+
+
 def imports_of(module: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found = set()
+    for path in source_files(module):
+        found |= _imports_in(path)
+    return found - {module}
+
+
+def _imports_in(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("common."):
@@ -53,7 +68,9 @@ def imports_of(module: str) -> set[str]:
 
 
 def test_every_module_has_a_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    modules = ({p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}) | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()
+    }
     assert modules == set(LEVEL), "add new modules to LAYERS here and to the README's layout"
 
 
@@ -84,3 +101,20 @@ def test_no_import_cycles():
 
     for m in graph:
         visit(m)
+
+
+def test_concept_modules_hold_no_exercise_code():
+    """Self-checks, reference solutions and grading cases live in common/exercises/, one module per lab."""
+    found = [
+        f"{path.name}: {node.name}"
+        for module in LEVEL
+        if module != "exercises"
+        for path in source_files(module)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef | ast.ClassDef)
+        and (
+            node.name.startswith(("check_", "reference_", "grade_"))
+            or "exercise" in (ast.get_docstring(node) or "").lower()
+        )
+    ]
+    assert not found, found

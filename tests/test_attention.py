@@ -9,16 +9,11 @@ from common.attention import (
     MultiHeadAttention,
     attention_layer_flops,
     causal_mask,
-    check_attention,
     check_attention_layer_flops,
-    check_attention_prediction,
     check_self_attention,
-    check_softmax_with_temperature,
-    most_attended_word,
     padding_mask,
     scaled_dot_product_attention,
     self_attention,
-    softmax_with_temperature,
 )
 from common.benchmark import count_flops
 
@@ -139,24 +134,6 @@ def test_multihead_rejects_indivisible_dim():
 
 
 # ------------------------------------------------------------------ the exercises' reference functions
-def test_softmax_with_temperature_by_hand():
-    # scores (0, ln 3) at tau = 1: weights 1/4, 3/4; at tau = 2: (0, ln 3 / 2) -> 1 / (1 + sqrt 3), sqrt 3 / (1 + sqrt 3)
-    scores = torch.tensor([[0.0, math.log(3.0)]])
-    torch.testing.assert_close(softmax_with_temperature(scores, 1.0), torch.tensor([[0.25, 0.75]]))
-    r3 = math.sqrt(3.0)
-    torch.testing.assert_close(
-        softmax_with_temperature(scores, 2.0), torch.tensor([[1 / (1 + r3), r3 / (1 + r3)]])
-    )
-
-
-def test_most_attended_word_by_hand():
-    # 'b' looks for feature 1, which only 'c' has
-    tokens = ["a", "b", "c"]
-    keys = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
-    queries = torch.tensor([[0.0, 0.0], [0.0, 5.0], [0.0, 0.0]])
-    assert most_attended_word(tokens, queries, keys, word="b") == "c"
-
-
 def test_self_attention_matches_torch_sdpa():
     g = torch.Generator().manual_seed(3)
     x, wq, wk, wv = (torch.randn(*s, generator=g) for s in ((6, 5), (5, 3), (5, 3), (5, 2)))
@@ -172,62 +149,6 @@ def test_attention_layer_flops_matches_torch_flop_counter(n, d, heads):
 
 
 # ------------------------------------------------------------------ the exercises' checks
-def _reference_attention(q, k, v):
-    return scaled_dot_product_attention(q, k, v)[0]
-
-
-def test_check_attention_passes_the_reference_and_explains_wrong_answers(exercise_output):
-    assert exercise_output("attention", lambda: check_attention(_reference_attention)).startswith("[pass]")
-    unscaled = lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v  # noqa: E731
-    with pytest.raises(AssertionError, match="did not scale"):
-        check_attention(unscaled)
-    with pytest.raises(AssertionError, match="divided by d_k"):
-        check_attention(lambda q, k, v: (q @ k.transpose(-2, -1) / q.shape[-1]).softmax(-1) @ v)
-    with pytest.raises(AssertionError, match="wrong axis"):
-        check_attention(lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v)
-    with pytest.raises(AssertionError, match="not a tuple"):
-        check_attention(scaled_dot_product_attention)
-    out = exercise_output("attention", lambda: check_attention(unscaled))
-    assert out.startswith("[fail] attention: you did not scale")
-
-
-def test_check_attention_prediction(exercise_output):
-    tokens = ["the", "dog", "sat"]
-    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    w_q = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 4.0], [0.0, 0.0, 0.0]])  # the noun looks for the verb
-    args = (tokens, x @ w_q, x)
-    assert most_attended_word(*args, word="dog") == "sat"
-    assert exercise_output("predict", lambda: check_attention_prediction("sat", *args)).startswith("[pass]")
-    with pytest.raises(AssertionError, match="'dog' attends most to 'sat'"):
-        check_attention_prediction("the", *args)
-    with pytest.raises(AssertionError, match="a word of your sentence"):
-        check_attention_prediction("cat", *args)
-    with pytest.raises(AssertionError, match="put 'dog' in your sentence"):
-        check_attention_prediction("sat", ["the", "cat", "sat"], x @ w_q, x)
-    assert exercise_output("predict", lambda: check_attention_prediction(None, *args)).startswith("[todo]")
-    assert exercise_output("predict", lambda: check_attention_prediction("dog", *args)).startswith("[fail]")
-
-
-def test_check_attention_prediction_accepts_a_tied_word():
-    tokens = ["the", "dog", "the"]  # both 'the' have the same key, so they tie
-    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    queries = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
-    check_attention_prediction("the", tokens, queries, x)
-
-
-def test_check_softmax_with_temperature(exercise_output):
-    ok = exercise_output("temperature", lambda: check_softmax_with_temperature(softmax_with_temperature))
-    assert ok.startswith("[pass]")
-    with pytest.raises(AssertionError, match="multiplied the scores by tau"):
-        check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
-    with pytest.raises(AssertionError, match="last axis"):
-        check_softmax_with_temperature(lambda s, tau: (s / tau).softmax(0))
-    bad = exercise_output(
-        "temperature", lambda: check_softmax_with_temperature(lambda s, tau: (s * tau).softmax(-1))
-    )
-    assert bad.startswith("[fail]")
-
-
 def test_check_self_attention(exercise_output):
     assert exercise_output("self-attention", lambda: check_self_attention(self_attention)).startswith(
         "[pass]"

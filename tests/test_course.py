@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from common import course
-from common.course import REPO_SLUG, SETUP_CELL, check_exercise, colab_url, select_notebooks
+from common.course import REPO_SLUG, SETUP_CELL, colab_url, select_notebooks
+from common.exercises import check_exercise
 
 COLAB_HAS = {"torch", "torchvision", "timm"}  # a simulated Colab: these are preinstalled, the rest is missing
 
