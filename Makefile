@@ -15,6 +15,12 @@ DEVICE   ?=
 DATASET  ?=
 # A space-separated subset of notebooks (paths or name fragments); empty = the whole course.
 NOTEBOOKS ?=
+# Instructors: `make release` writes the students' edition (REPO: the students' repository, owner/name);
+# `make grade SUBMISSIONS=dir` grades what came back into GRADES (LAB: grade every notebook as this lab).
+REPO        ?=
+SUBMISSIONS ?=
+GRADES      ?= grades
+LAB         ?=
 # The practice project's web app (make app): its port; Chromium drives it in tests/test_app_browser.py.
 PORT     ?= 7860
 CHROMIUM ?= /usr/bin/chromium
@@ -29,12 +35,13 @@ export PYTHONHASHSEED := 0
 RUN_ARGS = --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE)) $(if $(DATASET),--dataset $(DATASET)) $(NOTEBOOKS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup doctor lab test unit execute-all refresh checkpoints lint clean app browser devices
+.PHONY: help setup doctor lab test unit execute-all refresh checkpoints lint clean app browser devices release grade
 
 help: ## list the targets
 	@echo "Attention & Vision Transformer labs. Targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "Variables: PROFILE=quick|full  DEVICE=cpu|cuda|mps  DATASET=...  NOTEBOOKS='week6/01 ...'"
+	@echo "Instructors: make release REPO=owner/name; make grade SUBMISSIONS=dir [GRADES=grades] [LAB=6.1]"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-app.txt pyproject.toml
 	@test -n "$(PYTHON_EXE)" || { echo "$(PYTHON) not found: install it or pass PYTHON=python3.11 (or 3.12)" >&2; exit 1; }
@@ -76,6 +83,13 @@ checkpoints: $(STAMP) ## retrain the week-4 reference models into checkpoints/ (
 devices: $(STAMP) ## every notebook's code on an emulated accelerator: CPU tensors meeting device tensors fail (no GPU needed)
 	$(BIN)/python -m scripts.check_devices $(NOTEBOOKS)
 
+release: $(STAMP) ## instructors: the students' edition in release/ (no solutions, no grading cases; REPO=owner/name)
+	$(BIN)/python -m scripts.release $(if $(REPO),--repo $(REPO))
+
+grade: $(STAMP) ## instructors: grade SUBMISSIONS=dir (one folder per student) into grades/grades.csv and feedback
+	@test -n "$(SUBMISSIONS)" || { echo "give the submissions: make grade SUBMISSIONS=path/to/folder (one folder per student)" >&2; exit 2; }
+	$(BIN)/python -m scripts.grade "$(SUBMISSIONS)" --out "$(GRADES)" $(if $(LAB),--lab $(LAB))
+
 gpu-check: $(STAMP) ## on a GPU: every quick profile with DEVICE=cuda and lab 4.5's GPU-only paths (<= 8 min), report in outputs/gpu_check.md
 	$(BIN)/python -m scripts.gpu_check $(NOTEBOOKS)
 
@@ -101,6 +115,6 @@ else
 	fi
 endif
 
-clean: ## remove generated outputs and caches (keeps .venv)
-	rm -rf outputs/executed outputs/week4 outputs/week6 outputs/checkpoints .pytest_cache .ruff_cache
+clean: ## remove generated outputs, the students' edition and caches (keeps .venv and grades/)
+	rm -rf outputs/executed outputs/week4 outputs/week6 outputs/checkpoints release .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

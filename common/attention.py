@@ -7,19 +7,14 @@ is ``True`` where a query MAY attend to a key; a float mask is added to the scor
 Public API
 ----------
 - :func:`scaled_dot_product_attention`, :func:`causal_mask`, :func:`padding_mask`, :class:`MultiHeadAttention`.
-- Small functions that are also the reference solutions of lab 6.2's exercises: :func:`self_attention`,
-  :func:`multi_head_attention` (from weights in ``nn.MultiheadAttention``'s layout, checked by
-  :func:`check_multi_head_attention`),
-  :func:`attention_layer_flops` (lab 6.2's exercise 3 lives with ``head_diversity`` in
-  ``common.attention_analysis``).
-- Lab 6.2's self-checks :func:`check_self_attention`, :func:`check_attention_layer_flops` (moving to
-  ``common.exercises.lab_6_2``); lab 6.1's are in ``common.exercises.lab_6_1``.
+- :func:`multi_head_attention`: multi-head self-attention as a function of its weights, in
+  ``nn.MultiheadAttention``'s layout (lab 6.4 builds a block's forward pass from it).
+- :func:`attention_layer_flops`: the FLOPs of :class:`MultiHeadAttention` on one sequence, as a formula.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -130,12 +125,7 @@ class MultiHeadAttention(nn.Module):
         return (out, weights) if return_attention else out
 
 
-# ------------------------------------------------------------------------------ small reference functions
-def self_attention(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Tensor:
-    """Single-head self-attention of ``x`` (n, d) with projections (d, d_k), (d, d_k), (d, d_v): (n, d_v)."""
-    return scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)[0]
-
-
+# ------------------------------------------------------------------------------ cost model and functional form
 def attention_layer_flops(n: int, d: int) -> int:
     """FLOPs of :class:`MultiHeadAttention` (d) on one (1, n, d) sequence, a multiply-add counting 2 (as torch's
     FlopCounterMode does; biases and softmax are not counted): the fused QKV projection 6nd², the scores QKᵀ
@@ -143,73 +133,6 @@ def attention_layer_flops(n: int, d: int) -> int:
     return 2 * n * d * (3 * d) + 2 * n * n * d + 2 * n * n * d + 2 * n * d * d
 
 
-# ------------------------------------------------------------------------------------------ exercise checks
-def _returned(got: object, shape: tuple[int, ...]) -> Tensor:
-    if isinstance(got, tuple):
-        raise AssertionError(
-            "return the output tensor only (the weighted values), not a tuple such as (output, weights)"
-        )
-    assert isinstance(got, Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-    assert tuple(got.shape) == shape, f"the output should have shape {shape}, got {tuple(got.shape)}"
-    return got
-
-
-def _explain_attention_mistake(got: Tensor, q: Tensor, k: Tensor, v: Tensor, name: str) -> None:
-    """Raise an AssertionError naming the usual slip if ``got`` equals one; otherwise a generic one."""
-    d_k = q.shape[-1]
-    scores = q @ k.transpose(-2, -1)
-    slips = {
-        "you did not scale the scores: divide Q Kᵀ by sqrt(d_k) before the softmax": scores.softmax(-1) @ v,
-        "you divided by d_k; divide by sqrt(d_k)": (scores / d_k).softmax(-1) @ v,
-        "the softmax runs over the wrong axis: normalise over the keys (dim=-1), so that each query's weights "
-        "sum to 1": (scores / math.sqrt(d_k)).softmax(-2) @ v,
-    }
-    for message, wrong in slips.items():
-        if torch.allclose(got, wrong, atol=1e-5):
-            raise AssertionError(message)
-    raise AssertionError(
-        f"the values differ from {name}: scores Q Kᵀ, divide by sqrt(d_k), softmax over the keys, times V"
-    )
-
-
-def check_self_attention(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> None:
-    """Lab 6.2, exercise 1: ``fn(x, w_q, w_k, w_v)`` must equal torch's SDPA on the projected inputs."""
-    g = torch.Generator().manual_seed(1)
-    x, w_q, w_k, w_v = (torch.randn(*s, generator=g) for s in ((5, 8), (8, 4), (8, 4), (8, 3)))
-    got = _returned(fn(x.clone(), w_q.clone(), w_k.clone(), w_v.clone()), (5, 3))
-    q, k, v = x @ w_q, x @ w_k, x @ w_v
-    if torch.allclose(got, F.scaled_dot_product_attention(q, k, v), atol=1e-5):
-        return
-    if torch.allclose(got, (q @ k.T / math.sqrt(x.shape[-1])).softmax(-1) @ v, atol=1e-5):
-        raise AssertionError(
-            "you divided by sqrt of the input width d = 8; divide by sqrt(d_k) = 4, the width of the projected "
-            "queries and keys (w_q.shape[1])"
-        )
-    _explain_attention_mistake(got, q, k, v, "F.scaled_dot_product_attention(x @ w_q, x @ w_k, x @ w_v)")
-
-
-def check_attention_layer_flops(fn: Callable[[int, int], int]) -> None:
-    """Lab 6.2, exercise 2: ``fn(n, d)`` must equal :func:`attention_layer_flops` (which the tests check against
-    torch's FlopCounterMode on :class:`MultiHeadAttention`)."""
-    for n, d in ((8, 16), (50, 32), (7, 64), (1, 8)):
-        got, want = fn(n, d), attention_layer_flops(n, d)
-        if got == want:
-            continue
-        mult_add = "a multiply-add counts 2 FLOPs: a product of (m, k) and (k, p) matrices costs 2mkp"
-        slips = (
-            (4 * n * d * d + 2 * n * n * d, mult_add),
-            (6 * n * d * d + 4 * n * n * d, "you left out the output projection W_O (d -> d): 2nd² more"),
-            (8 * n * d * d + 2 * n * n * d, "there are two n² products, Q Kᵀ and weights · V, each 2n²d"),
-            (2 * n * d * d + 4 * n * n * d, "the fused QKV projection maps d -> 3d: 6nd², not 2nd²"),
-            (4 * n * n * d, "count the projections too (QKV and output: 8nd²), not just the n² part"),
-        )
-        for wrong, message in slips:
-            if got == wrong:
-                raise AssertionError(message)
-        raise AssertionError(f"n={n}, d={d}: expected {want:,} FLOPs, got {got:,}")
-
-
-# ---------------------------------------------------------------- lab 6.2's exercise 1: multi-head attention
 def multi_head_attention(
     x: Tensor,
     w_qkv: Tensor,
@@ -234,82 +157,3 @@ def multi_head_attention(
 
     out, _ = scaled_dot_product_attention(split(q), split(k), split(v), mask=mask)  # scale 1/sqrt(d_k)
     return F.linear(out.transpose(1, 2).reshape(B, N, d), w_out, b_out)  # merge heads, then mix them
-
-
-def check_multi_head_attention(fn: Callable[..., Tensor]) -> None:
-    """Lab 6.2, exercise 1: ``fn(x, w_qkv, b_qkv, w_out, b_out, num_heads, mask=None)`` must equal
-    ``torch.nn.MultiheadAttention`` loaded with the same weights, without a mask and with a causal one. The
-    usual mistakes (scale, head split, merge, mask convention, output projection) are named."""
-    g = torch.Generator().manual_seed(0)
-    B, N, d, h = 2, 5, 8, 2
-    x = torch.randn(B, N, d, generator=g)
-    mha = nn.MultiheadAttention(d, h, batch_first=True)
-    with torch.no_grad():
-        for p in mha.parameters():
-            p.copy_(0.5 * torch.randn(p.shape, generator=g))
-    weights = (
-        mha.in_proj_weight.detach(),
-        mha.in_proj_bias.detach(),
-        mha.out_proj.weight.detach(),
-        mha.out_proj.bias.detach(),
-    )
-    w_qkv, b_qkv, w_out, b_out = weights
-    mask = causal_mask(N)
-    q, k, v = F.linear(x, w_qkv, b_qkv).chunk(3, dim=-1)
-
-    def heads(t, wrong_split=False):
-        return t.reshape(B, h, N, d // h) if wrong_split else t.reshape(B, N, h, d // h).transpose(1, 2)
-
-    def variant(mask_, scale=None, wrong_split=False, wrong_merge=False, project=True):
-        out, _ = scaled_dot_product_attention(
-            heads(q, wrong_split), heads(k, wrong_split), heads(v, wrong_split), mask=mask_, scale=scale
-        )
-        merged = out.reshape(B, N, d) if wrong_merge else out.transpose(1, 2).reshape(B, N, d)
-        return F.linear(merged, w_out, b_out) if project else merged
-
-    for label, m in (("without a mask", None), ("with a causal mask (True = may attend)", mask)):
-        with torch.no_grad():
-            # nn.MultiheadAttention's boolean attn_mask means the opposite: True = blocked
-            want = mha(x, x, x, attn_mask=None if m is None else ~m, need_weights=False)[0]
-            got = _returned(fn(x, *weights, h, mask=m), want.shape)
-        if torch.allclose(got, want, atol=1e-5):
-            continue
-        slips = [
-            (
-                variant(m, scale=1 / math.sqrt(d)),
-                "you scaled by 1/sqrt(d_model); each head's scores use its own "
-                "width: divide by sqrt(d_k) = sqrt(d_model / num_heads)",
-            ),
-            (variant(m, scale=1.0), "the scores are not scaled; divide Q Kᵀ by sqrt(d_k)"),
-            (
-                variant(m, wrong_split=True),
-                "heads split with reshape(B, heads, N, d_k) directly: that mixes positions; "
-                "reshape to (B, N, heads, d_k), then transpose(1, 2)",
-            ),
-            (
-                variant(m, wrong_merge=True),
-                "heads merged with reshape(B, N, d) on a (B, heads, N, d_k) tensor: "
-                "transpose(1, 2) back to (B, N, heads, d_k) first",
-            ),
-            (
-                variant(m, project=False),
-                "the heads were concatenated but not mixed: apply the output projection (w_out, b_out)",
-            ),
-        ]
-        if m is not None:
-            slips.append(
-                (
-                    variant(~m),
-                    "mask inverted: in this course (and F.scaled_dot_product_attention) "
-                    "True means 'may attend'; nn.MultiheadAttention's boolean attn_mask means 'blocked'",
-                )
-            )
-            slips.append(
-                (variant(None), "the mask was ignored: set the blocked scores to -inf before softmax")
-            )
-        for wrong, message in slips:  # equal_nan: an inverted causal mask blocks a whole row
-            if torch.allclose(got, wrong, atol=1e-5, equal_nan=True):
-                raise AssertionError(f"{label}: {message}")
-        raise AssertionError(
-            f"{label}: the output differs from nn.MultiheadAttention by up to {(got - want).abs().max():.3g}"
-        )

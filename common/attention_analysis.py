@@ -1,8 +1,7 @@
 """Reading attention weights: how spread out a head is (entropy), how far it looks (mean distance; in pixels across a ViT's patch grid, :func:`patch_attention_distance`),
 how different the heads of one layer are from each other (Jensen-Shannon diversity, and
-:func:`max_head_diversity`, its bound when heads specialise on a few relations: the reference solution of lab 6.2's
-exercise 3, checked by :func:`check_max_head_diversity`), and how much each token's final state draws on each input
-token through all layers (attention rollout).
+:func:`max_head_diversity`, its bound when heads specialise on a few relations), and how much each token's final
+state draws on each input token through all layers (attention rollout).
 
 Every function takes attention weights shaped (..., n_queries, n_keys) whose rows are probability
 distributions, e.g. the ``(B, heads, N, N)`` weights of ``MultiHeadAttention(..., return_attention=True)``;
@@ -12,7 +11,6 @@ distributions, e.g. the ``(B, heads, N, N)`` weights of ``MultiHeadAttention(...
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -112,32 +110,6 @@ def max_head_diversity(num_heads: int, num_relations: int) -> float:
     sizes = [base + 1] * extra + [base] * (num_relations - extra)
     same = sum(g * (g - 1) for g in sizes)  # ordered pairs of different heads on the same relation
     return 1.0 - same / (num_heads * (num_heads - 1))
-
-
-def check_max_head_diversity(fn: Callable[[int, int], float]) -> None:
-    """Lab 6.2, exercise 3: ``fn(num_heads, num_relations)`` must equal :func:`max_head_diversity`."""
-    for heads, relations in ((2, 3), (3, 3), (4, 3), (8, 3), (7, 3), (6, 2), (5, 5)):
-        got, want = float(fn(heads, relations)), max_head_diversity(heads, relations)
-        if math.isclose(got, want, abs_tol=1e-9):
-            continue
-        if heads > relations and math.isclose(got, 1.0):
-            raise AssertionError(
-                f"{heads} heads, {relations} relations: some heads must share a relation (pigeonhole), and a pair on "
-                "the same relation has distance 0, so the diversity is below 1"
-            )
-        base, extra = divmod(heads, relations)
-        sizes = [base + 1] * extra + [base] * (relations - extra)
-        if math.isclose(got, 1 - sum(s * s for s in sizes) / heads**2):
-            raise AssertionError(
-                "average over pairs of *different* heads, heads·(heads-1) ordered pairs (as head_diversity does), "
-                "not over all heads² pairs"
-            )
-        lumped = [heads - relations + 1] + [1] * (relations - 1)
-        if math.isclose(got, 1 - sum(s * (s - 1) for s in lumped) / (heads * (heads - 1))):
-            raise AssertionError(
-                "spread the heads as evenly as possible over the relations: that maximises the pairs on different relations"
-            )
-        raise AssertionError(f"{heads} heads, {relations} relations: expected {want:.4f}, got {got:.4f}")
 
 
 def attention_rollout(maps: list[Tensor], residual_weight: float = 0.5) -> Tensor:

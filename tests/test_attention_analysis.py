@@ -11,7 +11,6 @@ from common.attention import MultiHeadAttention
 from common.attention_analysis import (
     attention_entropy,
     attention_rollout,
-    check_max_head_diversity,
     head_distance_matrix,
     head_diversity,
     max_head_diversity,
@@ -145,26 +144,6 @@ def test_max_head_diversity_hand_values_and_errors():
     )  # groups 3, 3, 2: 3 + 3 + 1 of the 28 pairs share
     with pytest.raises(ValueError, match="num_heads >= 2"):
         max_head_diversity(1, 3)
-
-
-def test_check_max_head_diversity(exercise_output):
-    assert exercise_output("diversity", lambda: check_max_head_diversity(max_head_diversity)).startswith(
-        "[pass]"
-    )
-    with pytest.raises(AssertionError, match="pigeonhole"):
-        check_max_head_diversity(lambda h, r: 1.0)
-    with pytest.raises(AssertionError, match="pairs of \\*different\\* heads"):
-
-        def with_self_pairs(h, r):
-            sizes = [h // r + (i < h % r) for i in range(r)]
-            return 1 - sum(s * s for s in sizes) / h**2
-
-        check_max_head_diversity(with_self_pairs)
-    with pytest.raises(AssertionError, match="as evenly as possible"):
-        check_max_head_diversity(lambda h, r: 1 - (h - r + 1) * (h - r) / (h * (h - 1)))
-    assert exercise_output("diversity", lambda: check_max_head_diversity(lambda h, r: 0.5)).startswith(
-        "[fail]"
-    )
 
 
 def test_patch_attention_distance_against_a_loop_and_two_limits():

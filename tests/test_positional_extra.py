@@ -6,14 +6,8 @@ import torch
 from common.attention import MultiHeadAttention
 from common.positional import (
     RelativePositionBias,
-    check_order_label,
-    check_relative_index,
-    check_shift_pair,
-    check_sinusoidal,
-    first_smaller_than_last,
     linear_encoding,
     relative_position_index,
-    shift_pair,
     sinusoidal_encoding,
     sinusoidal_rotation,
 )
@@ -93,110 +87,6 @@ def test_relative_bias_is_added_to_multihead_scores():
         assert not torch.allclose(w, attn(x, return_attention=True)[1], atol=1e-3)  # the bias mattered
     with pytest.raises(ValueError, match="num_heads"):
         RelativePositionBias(0, 2)
-
-
-# ------------------------------------------------------------------ lab 6.3's exercises: references and checks
-def test_shift_pair_follows_the_angle_addition_formulas():
-    omega = 10000 ** (-6 / 16)
-    for p in (0, 3, 41):
-        for k in (-2, 1, 9):
-            s, c = shift_pair(math.sin(p * omega), math.cos(p * omega), k, omega)
-            assert s == pytest.approx(math.sin((p + k) * omega), abs=1e-12)
-            assert c == pytest.approx(math.cos((p + k) * omega), abs=1e-12)
-
-
-def test_first_smaller_than_last_by_hand():
-    tokens = torch.tensor([[1, 5, 2], [3, 0, 3], [7, 1, 2], [0, 9, 9]])
-    assert first_smaller_than_last(tokens).tolist() == [1, 0, 0, 1]
-    assert first_smaller_than_last(tokens).dtype == torch.int64
-
-
-def formula_table(num_positions, dim):
-    """The paper's formula entry by entry with Python's math: an independent correct answer."""
-    table = torch.zeros(num_positions, dim)
-    for pos in range(num_positions):
-        for i in range(dim // 2):
-            table[pos, 2 * i] = math.sin(pos / 10000 ** (2 * i / dim))
-            table[pos, 2 * i + 1] = math.cos(pos / 10000 ** (2 * i / dim))
-    return table
-
-
-def test_sinusoidal_check_accepts_correct_tables_and_names_the_slips(exercise_output):
-    check_sinusoidal(sinusoidal_encoding)
-    check_sinusoidal(formula_table)
-    swapped = lambda n, d: formula_table(n, d)[:, [c ^ 1 for c in range(d)]]  # noqa: E731
-    with pytest.raises(AssertionError, match="sin and cos are swapped"):
-        check_sinusoidal(swapped)
-    with pytest.raises(AssertionError, match="blocked"):
-        check_sinusoidal(
-            lambda n, d: torch.cat([formula_table(n, d)[:, 0::2], formula_table(n, d)[:, 1::2]], 1)
-        )
-    with pytest.raises(AssertionError, match="one row per position"):
-        check_sinusoidal(lambda n, d: formula_table(n, d).T)
-
-    def exponent_i_over_d(n, d):
-        angles = torch.arange(n)[:, None] / 10000 ** (torch.arange(d // 2) / d)
-        return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(n, d)
-
-    with pytest.raises(AssertionError, match="exponent is i/d"):
-        check_sinusoidal(exponent_i_over_d)
-    assert "[pass] Exercise 1" in exercise_output("Exercise 1", lambda: check_sinusoidal(sinusoidal_encoding))
-    assert "[fail] Exercise 1: sin and cos are swapped" in exercise_output(
-        "Exercise 1", lambda: check_sinusoidal(swapped)
-    )
-
-
-def test_shift_pair_check_accepts_the_rotation_and_catches_the_wrong_direction(exercise_output):
-    check_shift_pair(shift_pair)
-
-    def backwards(s, c, k, w):
-        return math.cos(k * w) * s - math.sin(k * w) * c, math.sin(k * w) * s + math.cos(k * w) * c
-
-    with pytest.raises(AssertionError, match="wrong way"):
-        check_shift_pair(backwards)
-    with pytest.raises(AssertionError, match="expected"):
-        check_shift_pair(lambda s, c, k, w: (s, c))
-    assert "[fail] Exercise 2: you rotated the wrong way" in exercise_output(
-        "Exercise 2", lambda: check_shift_pair(backwards)
-    )
-
-
-def test_order_label_check_verifies_the_answer_about_positions(exercise_output):
-    check_order_label(first_smaller_than_last, needs_positions=True)
-    has_a_zero = lambda t: (t == 0).any(dim=1).long()  # noqa: E731  (order-free: a multiset property)
-    check_order_label(has_a_zero, needs_positions=False)
-    with pytest.raises(AssertionError, match="needs_positions should be True"):
-        check_order_label(first_smaller_than_last, needs_positions=False)
-    with pytest.raises(AssertionError, match="needs_positions should be False"):
-        check_order_label(has_a_zero, needs_positions=True)
-    with pytest.raises(AssertionError, match="both classes"):
-        check_order_label(lambda t: torch.zeros(len(t), dtype=torch.long), needs_positions=False)
-    with pytest.raises(AssertionError, match="one label per sequence"):
-        check_order_label(lambda t: t, needs_positions=True)
-    assert "[pass] Exercise 3" in exercise_output(
-        "Exercise 3", lambda: check_order_label(first_smaller_than_last, needs_positions=True)
-    )
-    assert "[fail] Exercise 3: shuffling the tokens changed" in exercise_output(
-        "Exercise 3", lambda: check_order_label(first_smaller_than_last, needs_positions=False)
-    )
-
-
-def test_relative_index_check_catches_sign_and_missing_clipping(exercise_output):
-    check_relative_index(relative_position_index)
-
-    def by_hand(n, max_distance):  # written out with loops: an independent correct answer
-        return torch.tensor(
-            [[max(-max_distance, min(max_distance, j - i)) for j in range(n)] for i in range(n)]
-        )
-
-    check_relative_index(by_hand)
-    with pytest.raises(AssertionError, match="sign is flipped"):
-        check_relative_index(lambda n, max_distance: -by_hand(n, max_distance))
-    with pytest.raises(AssertionError, match="not clipped"):
-        check_relative_index(lambda n, max_distance: by_hand(n, n))
-    assert "[fail] Exercise 4: the offsets are not clipped" in exercise_output(
-        "Exercise 4", lambda: check_relative_index(lambda n, max_distance: by_hand(n, n))
-    )
 
 
 def test_single_channel_linear_encoding_survives_layer_norm():

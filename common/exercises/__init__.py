@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +87,27 @@ def grading(lab: str) -> tuple[Exercise, ...]:
     return module.GRADING
 
 
+CASE_SECONDS = 60  # a grading case that runs longer is stopped (an endless loop in the answer)
+
+
+def _time_limited(seconds: float, fn: Callable[[], object]) -> None:
+    # SIGALRM interrupts a Python loop; only the main thread (the kernel's, pytest's) can receive it
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        fn()
+        return
+
+    def stop(*_):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        fn()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _own_code(name: str, value: Any) -> None:
     # the course's own function handed in under the student's name is not an answer
     module = getattr(value, "__module__", None) or ""
@@ -102,16 +125,12 @@ def run_case(
 ) -> str | None:
     """None if the submission passes ``case``; else the hint the student gets (one line). ``allow_course_code``
     lets the course's own functions stand in for an answer (the tests grade the reference solutions)."""
-    for name in exercise.names:
-        if name not in namespace:
-            return (
-                f"`{name}` is not defined: the exercise cell was deleted or renamed, or it did not run "
-                "(an error in an earlier cell?)"
-            )
     try:
         for name in exercise.names if not allow_course_code else ():
             _own_code(name, namespace[name])
-        case(namespace)
+        _time_limited(CASE_SECONDS, lambda: case(namespace))
+    except TimeoutError:
+        return f"stopped after {CASE_SECONDS} s (an endless loop, or far more work than the exercise needs?)"
     except NotImplementedError:
         return "not implemented yet: the stub still raises NotImplementedError"
     except AssertionError as err:
@@ -125,11 +144,18 @@ def grade_exercise(
     exercise: Exercise, namespace: dict[str, Any], allow_course_code: bool = False
 ) -> dict[str, Any]:
     """Every case of ``exercise`` on ``namespace``: points earned, the maximum, and the first failing hint."""
-    hints = [
-        f"{description}: {hint}"
-        for description, case in exercise.cases
-        if (hint := run_case(exercise, case, namespace, allow_course_code)) is not None
-    ]
+    missing = [name for name in exercise.names if name not in namespace]
+    if missing:
+        hints = [
+            f"`{missing[0]}` is not defined: the exercise cell was deleted or renamed, or it did not run "
+            "(an error in an earlier cell?)"
+        ] * len(exercise.cases)
+    else:
+        hints = [
+            f"{description}: {hint}"
+            for description, case in exercise.cases
+            if (hint := run_case(exercise, case, namespace, allow_course_code)) is not None
+        ]
     passed = len(exercise.cases) - len(hints)
     return {
         "exercise": exercise.grade_id,
