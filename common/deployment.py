@@ -15,7 +15,6 @@ model's answers (lab 4.5, the benchmark app's runtime choice).
 - :func:`logits_of`, :func:`agreement`: logits over a whole set in batches, and what a path changed against the
   eager fp32 reference (max |Δ logit|, top-1 agreement, accuracy change).
 - :func:`gpu_only_reason`: the one-line reason a GPU-only path (fp16 autocast, CUDA graphs, TensorRT) is skipped.
-- Lab 4.5's exercise checks: :func:`check_top1_agreement`, :func:`check_float_format`.
 - :func:`build_runtime`: one of ``RUNTIMES`` (eager, compiled, ONNX Runtime, int8) for a model and an example
   input: what the app's runtime choice calls.
 """
@@ -428,58 +427,3 @@ def build_runtime(
         path = quantize_onnx_int8(path, path.with_suffix(".int8.onnx"))
     session = onnx_session(path)
     return session, {"setup_s": time.perf_counter() - start, "bytes": saved_bytes(path)}
-
-
-# ------------------------------------------------------------------------------------------------ exercises
-def check_top1_agreement(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> None:
-    """Exercise: ``fn(reference_logits, logits)`` must return the share (0..1) of rows whose top-1 class agrees,
-    as :func:`agreement` computes it; the message names the usual slip."""
-    generator = torch.Generator().manual_seed(0)
-    reference = torch.randn(50, 6, generator=generator)
-    logits = reference + 0.8 * torch.randn(50, 6, generator=generator)  # moved enough to change some top-1s
-    want = agreement(reference, logits).top1_agreement
-    got = float(fn(reference, logits))
-    if abs(got - want) < 1e-6:
-        return
-    if abs(got - 100 * want) < 1e-4:
-        raise AssertionError("return a share between 0 and 1, not a percentage")
-    if abs(got - float((logits == reference).float().mean())) < 1e-6:
-        raise AssertionError("compare the top-1 classes (argmax over dim 1), not the logits themselves")
-    if (
-        abs(got - float((reference.argmax(0)[:, None] == logits.argmax(0)).float().mean())) < 1e-6
-        or abs(got - float((reference.argmax(0) == logits.argmax(0)).float().mean())) < 1e-6
-    ):
-        raise AssertionError("take the argmax over the classes (dim=1): dim 0 runs over the images")
-    raise AssertionError(
-        f"expected {want:.3f} on the check's 50 rows, got {got:.3f}: mean of argmax(1) == argmax(1)"
-    )
-
-
-def check_float_format(fn: Callable[[int, int], tuple[float, float, float]]) -> None:
-    """Exercise: ``fn(exponent_bits, mantissa_bits)`` must return ``(eps, max, smallest_normal)`` of an IEEE-style
-    binary format with that layout (checked against ``torch.finfo`` for float16, bfloat16 and float32)."""
-    for dtype, (e, m) in ((torch.float16, (5, 10)), (torch.bfloat16, (8, 7)), (torch.float32, (8, 23))):
-        info = torch.finfo(dtype)
-        want = (info.eps, info.max, info.tiny)
-        got = tuple(float(v) for v in fn(e, m))
-        if len(got) != 3:
-            raise AssertionError("return three numbers: (eps, max, smallest_normal)")
-        if all(abs(g - w) <= 1e-6 * w for g, w in zip(got, want)):
-            continue
-        name = str(dtype).removeprefix("torch.")
-        if abs(got[0] - info.eps / 2) <= 1e-9 * info.eps:
-            raise AssertionError(
-                f"{name}: eps is the gap between 1 and the next number, 2**-mantissa_bits; you gave half of it "
-                "(the unit roundoff)"
-            )
-        if abs(got[0] - want[0]) > 1e-6 * want[0]:
-            raise AssertionError(f"{name}: eps should be 2**-{m} = {info.eps:.3g}, got {got[0]:.3g}")
-        if abs(got[2] - want[2]) > 1e-6 * want[2]:
-            raise AssertionError(
-                f"{name}: the smallest normal number is 2**(1 - bias) with bias = 2**(exponent_bits - 1) - 1, "
-                f"= {info.tiny:.3g}; got {got[2]:.3g}"
-            )
-        raise AssertionError(
-            f"{name}: the largest number is (2 - eps) * 2**bias (the all-ones exponent is kept for inf and NaN), "
-            f"= {info.max:.4g}; got {got[1]:.4g}"
-        )

@@ -9,17 +9,13 @@
 - Decoding: :func:`greedy_decode`, :func:`beam_search` (any model with ``start`` / ``step``).
 - Training: :func:`smoothed_cross_entropy` (label smoothing), :func:`train_seq2seq` (teacher forcing),
   :func:`exact_match`.
-- Lab 6.6's exercises: :func:`causal_self_attention`, :func:`cross_attention` (reference solutions) and their
-  self-checks :func:`check_causal_self_attention`, :func:`check_cross_attention`.
 
 Masks follow ``common.attention``: boolean, True where a query MAY attend to a key.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -411,125 +407,3 @@ def exact_match(
             pred = F.pad(pred, (0, w.shape[1] - pred.shape[1]), value=EOS)
         hits.append((pred[:, : w.shape[1]] == w).all(1))
     return torch.cat(hits)
-
-
-# ------------------------------------------------------------------------------ exercises (reference solutions)
-def causal_self_attention(x: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor) -> Tensor:
-    """The decoder's masked self-attention, one head: ``x`` (T, d) -> (T, d_v), position i reads 0..i only."""
-    q, k, v = x @ w_q, x @ w_k, x @ w_v
-    scores = q @ k.T / math.sqrt(k.shape[-1])
-    allowed = torch.ones(len(x), len(x), dtype=torch.bool).tril()
-    return scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
-
-
-def cross_attention(
-    y: Tensor, memory: Tensor, key_mask: Tensor, w_q: Tensor, w_k: Tensor, w_v: Tensor
-) -> Tensor:
-    """Cross-attention, one head: queries from the decoder states ``y`` (T, d), keys and values from the
-    encoder's ``memory`` (S, d); ``key_mask`` (S,) is True on real source tokens. Returns (T, d_v)."""
-    q, k, v = y @ w_q, memory @ w_k, memory @ w_v
-    scores = q @ k.T / math.sqrt(k.shape[-1])
-    return scores.masked_fill(~key_mask[None, :], float("-inf")).softmax(-1) @ v
-
-
-def _output(got: object, shape: tuple[int, ...]) -> Tensor:
-    assert isinstance(got, Tensor), f"return a torch.Tensor, got {type(got).__name__}"
-    assert tuple(got.shape) == shape, f"the output should have shape {shape}, got {tuple(got.shape)}"
-    return got.detach()
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, scale: bool = True) -> Tensor:
-    scores = q @ k.T / (math.sqrt(k.shape[-1]) if scale else 1.0)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return scores.softmax(-1) @ v
-
-
-def check_causal_self_attention(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]) -> None:
-    """Lab 6.6, exercise 1: ``fn(x, w_q, w_k, w_v)`` must equal ``F.scaled_dot_product_attention(..., is_causal=True)``
-    on the projections, so that output i does not change when tokens after i do."""
-    g = torch.Generator().manual_seed(3)
-    x, w_q, w_k, w_v = (torch.randn(*s, generator=g) for s in ((6, 8), (8, 4), (8, 4), (8, 5)))
-    q, k, v = x @ w_q, x @ w_k, x @ w_v
-    want = F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=True)[0]
-    got = _output(fn(x.clone(), w_q, w_k, w_v), (6, 5))
-    if torch.allclose(got, want, atol=1e-5):
-        return
-    if torch.isnan(got).any():
-        raise AssertionError(
-            "NaN in the output: a row whose keys are all masked has no softmax. Position i may read itself: "
-            "keep the diagonal (torch.tril, not tril(diagonal=-1))"
-        )
-    tril = torch.ones(6, 6, dtype=torch.bool).tril()
-    weights = (q @ k.T / 2.0).softmax(-1)
-    slips = {
-        "no causal mask: position i reads the tokens after it, which the decoder has not produced yet "
-        "(mask scores with -inf above the diagonal)": _attend(q, k, v, None),
-        "the mask is flipped: position i reads i and the future; allow keys 0..i (lower triangle, torch.tril)": _attend(
-            q, k, v, tril.T
-        ),
-        "the mask was applied after the softmax: set the masked scores to -inf before it, so the allowed "
-        "weights still sum to 1": (weights * tril) @ v,
-        "you did not scale the scores: divide Q Kᵀ by sqrt(d_k) before the softmax": _attend(
-            q, k, v, tril, False
-        ),
-    }
-    for message, wrong in slips.items():
-        if torch.allclose(got, wrong, atol=1e-5):
-            raise AssertionError(message)
-    x2 = x.clone()
-    x2[4:] = torch.randn(2, 8, generator=g)
-    if not torch.allclose(_output(fn(x2, w_q, w_k, w_v), (6, 5))[:4], got[:4], atol=1e-5):
-        raise AssertionError("outputs 0..3 changed when only tokens 4 and 5 changed: the future leaks in")
-    raise AssertionError(
-        "differs from causal attention: softmax(Q Kᵀ / sqrt(d_k) masked above the diagonal) V"
-    )
-
-
-def check_cross_attention(fn: Callable[..., Tensor]) -> None:
-    """Lab 6.6, exercise 2: ``fn(y, memory, key_mask, w_q, w_k, w_v)`` must equal torch's SDPA with queries
-    from ``y`` and keys/values from ``memory``, padded source positions masked out."""
-    g = torch.Generator().manual_seed(4)
-    y, memory = torch.randn(4, 8, generator=g), torch.randn(7, 8, generator=g)
-    w_q, w_k, w_v = (torch.randn(8, s, generator=g) for s in (4, 4, 5))
-    keep = torch.tensor([True] * 5 + [False] * 2)  # the last two source positions are padding
-    memory[~keep] = 10 * torch.randn(2, 8, generator=g)  # loud padding: ignoring the mask shows
-    q, k, v = y @ w_q, memory @ w_k, memory @ w_v
-    want = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=keep[None, None])[0]
-    got = fn(y.clone(), memory.clone(), keep.clone(), w_q, w_k, w_v)
-    if isinstance(got, Tensor) and tuple(got.shape) == (7, 5):
-        raise AssertionError(
-            "one output row per source position: the queries come from the encoder. In cross-attention the "
-            "decoder asks (Q = y W_q) and the encoder's memory answers (K = memory W_k, V = memory W_v)"
-        )
-    got = _output(got, (4, 5))
-    if torch.allclose(got, want, atol=1e-5):
-        return
-    if torch.isnan(got).any():
-        raise AssertionError(
-            "NaN in the output: a query row has every key masked. Cross-attention needs no causal mask "
-            "(the whole source is known); mask only the padding"
-        )
-    slips = {
-        "the padding mask is missing: padded source positions (key_mask False) must get weight 0": _attend(
-            q, k, v, None
-        ),
-        "the padding mask is flipped: key_mask is True on real tokens, so block where it is False": _attend(
-            q, k, v, ~keep[None, :]
-        ),
-        "a causal mask does not belong in cross-attention: the decoder may read the whole source": _attend(
-            q, k, v, torch.ones(4, 7, dtype=torch.bool).tril() & keep[None, :]
-        ),
-        "you did not scale the scores: divide Q Kᵀ by sqrt(d_k) before the softmax": _attend(
-            q, k, v, keep[None, :], False
-        ),
-        "keys and values come from the decoder (that is self-attention): K = memory W_k, V = memory W_v": _attend(
-            q, y @ w_k, y @ w_v, None
-        ),
-    }
-    for message, wrong in slips.items():
-        if torch.allclose(got, wrong, atol=1e-5):
-            raise AssertionError(message)
-    raise AssertionError(
-        "differs from cross-attention: softmax((y W_q)(memory W_k)ᵀ / sqrt(d_k), padding masked) (memory W_v)"
-    )

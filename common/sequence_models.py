@@ -3,15 +3,15 @@
 - :class:`TransformerRegressor`: the lab guide's model, built from :class:`common.blocks.TransformerBlock`.
 - :class:`RecurrentRegressor`: an RNN, LSTM or GRU with the same input and output.
 - :func:`train_regressor`: Adam, warm-up + cosine, MSE; the same epochs and batches for every model.
-- Lab 6.5's exercises: the reference solutions :func:`attention_parameters`, :func:`scaling_exponent` (and
-  :func:`common.sine_waves.shuffle_past`) and their checks ``check_<name>(fn)``, which raise an AssertionError
-  that names the usual mistake.
+- :func:`scaling_exponent`: the exponent ``k`` of a power law ``t = c n^k`` (lab 6.5's forward time against the
+  sequence length).
+- :func:`require_sequence`: the models' input check, a ValueError saying how to fix the shape.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from common.attention import MultiHeadAttention
 from common.blocks import TransformerBlock
 from common.positional import SinusoidalPositionalEncoding
 from common.sine_waves import SineWaveSplits
@@ -76,7 +75,7 @@ class TransformerRegressor(nn.Module):
     def forward(self, x: Tensor, return_attention: bool = False):
         """``x`` (B, N, in_features) -> (B, out_features); with ``return_attention`` also a list of
         (B, heads, N, N) per layer."""
-        check_sequence(x, self.in_features)
+        require_sequence(x, self.in_features)
         h = self.pos(self.input_proj(x))
         weights = []
         for block in self.blocks:
@@ -113,7 +112,7 @@ class RecurrentRegressor(nn.Module):
         self.head = nn.Linear(hidden_size, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_sequence(x, self.in_features)
+        require_sequence(x, self.in_features)
         out, _ = self.rnn(x)  # (B, N, hidden): the hidden state after every step
         return self.head(out[:, -1])
 
@@ -136,7 +135,7 @@ def build_sequence_model(
     )
 
 
-def check_sequence(x: Tensor, features: int = 1) -> None:
+def require_sequence(x: Tensor, features: int = 1) -> None:
     """Raise a ValueError saying how to fix ``x`` unless it is (batch, seq_len, features)."""
     if x.ndim != 3 or x.shape[-1] != features:
         fix = (
@@ -269,7 +268,7 @@ class LinearAutoregressor(nn.Module):
         self.linear = nn.Linear(seq_len, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_sequence(x)
+        require_sequence(x)
         return self.linear(x[..., 0])
 
 
@@ -286,97 +285,7 @@ def fit_least_squares(model: LinearAutoregressor, dataset) -> LinearAutoregresso
     return model
 
 
-# ------------------------------------------------------------------------------------------ lab 6.5's exercises
-def attention_parameters(d_model: int, num_heads: int) -> int:
-    """Parameters of one multi-head self-attention layer (fused QKV with bias, output projection with bias):
-    ``4 d² + 4 d`` whatever ``num_heads``: the heads split ``d_model`` into ``num_heads`` slices of
-    ``d_model / num_heads``, they do not add weights."""
-    if d_model % num_heads:
-        raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads}).")
-    return 3 * (d_model * d_model + d_model) + (d_model * d_model + d_model)
-
-
-def check_attention_parameters(fn: Callable[[int, int], int]) -> None:
-    """Exercise 1: ``fn(d_model, num_heads)`` must equal the parameter count of
-    :class:`common.attention.MultiHeadAttention` (counted from the layer itself, not from a formula)."""
-    for d, h in ((32, 1), (32, 2), (32, 4), (32, 8), (48, 3)):
-        want = sum(p.numel() for p in MultiHeadAttention(d, h).parameters())
-        got = fn(d, h)
-        if got == want:
-            continue
-        if got == 4 * d * d:
-            raise AssertionError(
-                f"d_model={d}, heads={h}: {got} counts the weights only; add the four bias vectors"
-            )
-        if got == 3 * d * d + 3 * d:
-            raise AssertionError(
-                f"d_model={d}, heads={h}: {got} is Q, K and V only; add the output projection"
-            )
-        if h > 1 and got == h * want:
-            raise AssertionError(
-                f"d_model={d}, heads={h}: {got} gives every head full-size d_model x d_model projections; the heads "
-                f"share one projection and split its {d} outputs into {h} slices of {d // h}"
-            )
-        raise AssertionError(f"d_model={d}, heads={h}: got {got}, the layer has {want}")
-
-
-def check_shuffle_past(
-    fn: Callable[[Tensor, torch.Generator], Tensor], x: Tensor, *, blind: nn.Module, aware: nn.Module
-) -> None:
-    """Exercise 2: ``fn(x, generator)`` must reorder the past of ``x`` (B, N, 1) and keep the last step; then a
-    model without positions (``blind``) must give the same predictions, a model with positions (``aware``) not."""
-    original = x.clone()
-    shuffled = fn(x, torch.Generator().manual_seed(0))
-    assert torch.equal(x, original), "x was changed in place; return a shuffled copy"
-    assert isinstance(shuffled, Tensor) and shuffled.shape == x.shape, (
-        f"return a tensor shaped like x {tuple(x.shape)}, got "
-        f"{tuple(shuffled.shape) if isinstance(shuffled, Tensor) else type(shuffled).__name__}"
-    )
-    assert torch.equal(shuffled[:, -1], x[:, -1]), (
-        "the last step must stay last (it is the query); shuffle x[:, :-1] only"
-    )
-    assert torch.equal(shuffled.sort(dim=1).values, x.sort(dim=1).values), (
-        "each sequence must keep its own values in a new order: permute the time axis (dim 1), not the batch"
-    )
-    assert not torch.equal(shuffled, x), "the past is in its original order; permute x[:, :-1]"
-    with torch.no_grad():
-        assert torch.allclose(blind(shuffled), blind(x), atol=1e-4), (
-            "the model without positional encoding should not notice the shuffle; is the last step still last?"
-        )
-        assert not torch.allclose(aware(shuffled), aware(x), atol=1e-3), (
-            "the model with positional encoding should notice the shuffle"
-        )
-
-
+# ------------------------------------------------------------------------------------------ scaling laws
 def scaling_exponent(lengths: Sequence[float], seconds: Sequence[float]) -> float:
     """The exponent ``k`` of ``t = c n^k``, fitted by least squares on ``log t = log c + k log n``."""
     return float(np.polyfit(np.log(np.asarray(lengths, float)), np.log(np.asarray(seconds, float)), 1)[0])
-
-
-def check_scaling_exponent(
-    fn: Callable[[Sequence[float], Sequence[float]], float],
-    measured: tuple[Sequence[float], Sequence[float]] | None = None,
-) -> None:
-    """Exercise 3: ``fn(lengths, seconds)`` must recover known exponents from synthetic timings, and agree with
-    :func:`scaling_exponent` on ``measured`` = (lengths, seconds) when given."""
-    n = np.array([10.0, 20.0, 50.0, 100.0, 200.0])
-    noise = np.exp(np.array([0.05, -0.04, 0.0, 0.03, -0.05]))
-    for k, c in ((2.0, 3e-6), (1.0, 0.5), (0.5, 2e-3)):
-        t = c * n**k * noise
-        got, want = float(fn(n, t)), scaling_exponent(n, t)
-        if abs(got - want) < 1e-6:
-            continue
-        if abs(got - np.polyfit(n, t, 1)[0]) < 1e-9:
-            raise AssertionError("that is the slope of t against n; fit log(t) against log(n)")
-        if abs(got - np.polyfit(np.log(n), np.log(t), 1)[1]) < 1e-9:
-            raise AssertionError("that is the intercept log(c); np.polyfit returns [slope, intercept]")
-        if abs(got - np.log(t[-1] / t[-2]) / np.log(n[-1] / n[-2])) < 1e-9:
-            raise AssertionError(
-                "two points give a noisy slope; fit a least-squares line through all of them"
-            )
-        raise AssertionError(
-            f"t = {c} n^{k} (with 5% noise): expected an exponent near {want:.3f}, got {got:.3f}"
-        )
-    if measured is not None:
-        got, want = float(fn(*measured)), scaling_exponent(*measured)
-        assert abs(got - want) < 1e-6, f"on the measured timings: expected {want:.3f}, got {got:.3f}"

@@ -2,7 +2,6 @@
 
 A sequence shows ``seq_len`` values of y(t) = A·sin(f·t + φ) at t = 0, 1, ..., seq_len-1; the target is the
 next one, y(seq_len). A, f and φ are drawn at random for every sequence (the lab guide's practice task).
-:func:`shuffle_past` reorders the observed past (lab 6.5's order-blindness exercise).
 """
 
 from __future__ import annotations
@@ -65,10 +64,3 @@ def sine_wave_splits(
         for i, n in enumerate((n_train, n_val, n_test))
     ]
     return SineWaveSplits(*sets)
-
-
-def shuffle_past(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A copy of ``x`` (batch, steps, 1) whose first ``steps - 1`` values are put in one random order (the same
-    for the whole batch); the last step stays last."""
-    order = torch.randperm(x.shape[1] - 1, generator=generator)
-    return torch.cat([x[:, order], x[:, -1:]], dim=1)

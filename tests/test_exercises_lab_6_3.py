@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from test_positional_extra import formula_table  # the paper's sinusoidal table, written out
 
 from common.exercises.lab_6_3 import (
     GRADING,
@@ -31,16 +32,6 @@ def test_reference_first_smaller_than_last_by_hand():
     tokens = torch.tensor([[1, 5, 2], [3, 0, 3], [7, 1, 2], [0, 9, 9]])
     assert reference_first_smaller_than_last(tokens).tolist() == [1, 0, 0, 1]
     assert reference_first_smaller_than_last(tokens).dtype == torch.int64
-
-
-def formula_table(num_positions, dim):
-    """The paper's formula entry by entry with Python's math: an independent correct answer."""
-    table = torch.zeros(num_positions, dim)
-    for pos in range(num_positions):
-        for i in range(dim // 2):
-            table[pos, 2 * i] = math.sin(pos / 10000 ** (2 * i / dim))
-            table[pos, 2 * i + 1] = math.cos(pos / 10000 ** (2 * i / dim))
-    return table
 
 
 def test_sinusoidal_check_accepts_correct_tables_and_names_the_slips(exercise_output):

@@ -165,14 +165,17 @@ def batch(tmp_path_factory):
 
 
 def course_state():
-    """What a run could leave in the course folder: git's view and every file under outputs/."""
+    """What a run could leave in the course folder: new untracked or ignored paths (git's view, folders
+    collapsed) and the modification time of every file in the folders a notebook reads or writes."""
     status = subprocess.run(
         ["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True, text=True
     )
-    outputs = sorted(
-        (p.as_posix(), p.stat().st_mtime_ns) for p in (ROOT / "outputs").rglob("*") if p.is_file()
+    new = sorted(line for line in status.stdout.splitlines() if line.startswith(("??", "!!")))
+    folders = ("outputs", "common", "week4", "week6", "checkpoints", "scripts")
+    files = sorted(
+        (p.as_posix(), p.stat().st_mtime_ns) for f in folders for p in (ROOT / f).rglob("*") if p.is_file()
     )
-    return status.stdout, outputs
+    return new, files
 
 
 def score(batch, student):

@@ -121,6 +121,9 @@ def test_release_notebooks_are_the_committed_ones_without_solutions(edition):
         kept = [c for c in committed.cells if c not in section]
         assert [c.get("id") for c in student.cells] == [c.get("id") for c in kept], notebook
         assert not any(c.source.startswith("## Solutions") for c in student.cells)
+        assert not [c.id for c in student.cells if re.search(r"solutions? section", c.source, re.I)], (
+            f"{notebook}: the students' edition has no Solutions section to point to"
+        )
         for ours, theirs in zip(kept, student.cells, strict=True):
             assert theirs.source == ours.source.replace(REPO_SLUG, STUDENT_REPO)
             if ours.cell_type == "code" and is_exercise_cell(ours):

@@ -17,10 +17,6 @@ from common.seq2seq import (
     RNNSeq2Seq,
     TransformerSeq2Seq,
     beam_search,
-    causal_self_attention,
-    check_causal_self_attention,
-    check_cross_attention,
-    cross_attention,
     exact_match,
     greedy_decode,
     smoothed_cross_entropy,
@@ -236,82 +232,3 @@ def test_training_learns_to_copy_and_exact_match_counts_whole_sequences():
     wrong = tgt.clone()
     wrong[:, 2] = 3 + (wrong[:, 2] - 2) % 5  # one character off in every target
     assert exact_match(m, src, lengths, wrong).float().mean() < 0.1
-
-
-# ----------------------------------------------------------------------------------------------- exercises
-def _mask_after_softmax(x, w_q, w_k, w_v):
-    q, k, v = x @ w_q, x @ w_k, x @ w_v
-    return ((q @ k.T / math.sqrt(k.shape[-1])).softmax(-1) * torch.ones(len(x), len(x)).tril()) @ v
-
-
-def _strict(x, w_q, w_k, w_v):
-    q, k, v = x @ w_q, x @ w_k, x @ w_v
-    s = (q @ k.T / math.sqrt(k.shape[-1])).masked_fill(
-        ~torch.ones(len(x), len(x), dtype=torch.bool).tril(-1), -math.inf
-    )
-    return s.softmax(-1) @ v
-
-
-def _flipped(x, w_q, w_k, w_v):
-    q, k, v = x @ w_q, x @ w_k, x @ w_v
-    s = (q @ k.T / math.sqrt(k.shape[-1])).masked_fill(
-        ~torch.ones(len(x), len(x), dtype=torch.bool).triu(), -math.inf
-    )
-    return s.softmax(-1) @ v
-
-
-@pytest.mark.parametrize(
-    "answer, hint",
-    [
-        (lambda x, wq, wk, wv: ((x @ wq) @ (x @ wk).T / 2).softmax(-1) @ (x @ wv), "no causal mask"),
-        (_flipped, "flipped"),
-        (_mask_after_softmax, "after the softmax"),
-        (_strict, "keep the diagonal"),
-        (lambda x, wq, wk, wv: x @ wv, "differs from causal attention"),
-    ],
-)
-def test_causal_self_attention_check(exercise_output, answer, hint):
-    assert exercise_output("ex", lambda: check_causal_self_attention(causal_self_attention)) == "[pass] ex\n"
-    out = exercise_output("ex", lambda: check_causal_self_attention(answer))
-    assert out.startswith("[fail]") and hint in out, out
-
-
-def _cross(mask_fn=lambda keep, T, S: keep[None, :], scale=True, from_memory=True):
-    def answer(y, memory, keep, w_q, w_k, w_v):
-        src = memory if from_memory else y
-        q, k, v = y @ w_q, src @ w_k, src @ w_v
-        s = q @ k.T / (math.sqrt(k.shape[-1]) if scale else 1)
-        m = mask_fn(keep, len(y), len(src))
-        return (s if m is None else s.masked_fill(~m, -math.inf)).softmax(-1) @ v
-
-    return answer
-
-
-@pytest.mark.parametrize(
-    "answer, hint",
-    [
-        (_cross(lambda keep, T, S: None), "padding mask is missing"),
-        (_cross(lambda keep, T, S: ~keep[None, :]), "flipped"),
-        (_cross(lambda keep, T, S: torch.ones(T, S, dtype=torch.bool).tril() & keep[None, :]), "causal mask"),
-        (_cross(scale=False), "scale"),
-        (_cross(lambda keep, T, S: None, from_memory=False), "self-attention"),
-        (
-            lambda y, memory, keep, w_q, w_k, w_v: cross_attention(
-                memory, y, torch.ones(4, dtype=torch.bool), w_q, w_k, w_v
-            ),
-            "queries come from the encoder",
-        ),
-    ],
-)
-def test_cross_attention_check(exercise_output, answer, hint):
-    assert exercise_output("ex", lambda: check_cross_attention(cross_attention)) == "[pass] ex\n"
-    out = exercise_output("ex", lambda: check_cross_attention(answer))
-    assert out.startswith("[fail]") and hint in out, out
-
-
-def test_stubs_show_as_todo(exercise_output):
-    def stub(*args):
-        raise NotImplementedError
-
-    assert exercise_output("ex", lambda: check_cross_attention(stub)).startswith("[todo]")
-    assert exercise_output("ex", lambda: check_causal_self_attention(stub)).startswith("[todo]")

@@ -11,13 +11,9 @@ from common.diagnostics import gradient_saliency, occlusion_importance
 from common.sequence_models import (
     RecurrentRegressor,
     TransformerRegressor,
-    attention_parameters,
-    check_attention_parameters,
-    check_scaling_exponent,
-    check_shuffle_past,
     scaling_exponent,
 )
-from common.sine_waves import shuffle_past, sine_wave_splits, sine_waves
+from common.sine_waves import sine_wave_splits, sine_waves
 
 
 def test_sine_waves_follow_the_sine_recurrence():
@@ -151,103 +147,12 @@ def test_train_regressor_learns_the_task_and_reports_test_mse():
     assert run.test_mse < 0.2 * baseline
 
 
-# ------------------------------------------------------------------------------------------ lab 6.5's exercises
-def test_attention_parameters_is_four_d_squared_plus_four_d_for_any_head_count():
-    for d, h in [(32, 1), (32, 8), (48, 3), (64, 16)]:
-        layer = nn.MultiheadAttention(
-            d, h, bias=True
-        )  # torch's own layer: in_proj (3d x d) + out_proj (d x d)
-        assert attention_parameters(d, h) == sum(p.numel() for p in layer.parameters()) == 4 * d * d + 4 * d
-    with pytest.raises(ValueError, match="divisible"):
-        attention_parameters(32, 3)
-
-
-def test_attention_parameters_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
-    check_attention_parameters(attention_parameters)
-    with pytest.raises(AssertionError, match="add the four bias vectors"):
-        check_attention_parameters(lambda d, h: 4 * d * d)
-    with pytest.raises(AssertionError, match="add the output projection"):
-        check_attention_parameters(lambda d, h: 3 * d * d + 3 * d)
-    with pytest.raises(AssertionError, match="share one projection"):
-        check_attention_parameters(lambda d, h: h * (4 * d * d + 4 * d))
-    with pytest.raises(AssertionError, match="the layer has"):
-        check_attention_parameters(lambda d, h: 4 * d * d + 4 * d + h)
-    assert "[pass] attention parameters" in exercise_output(
-        "attention parameters", lambda: check_attention_parameters(attention_parameters)
-    )
-    weights_only = exercise_output(
-        "attention parameters", lambda: check_attention_parameters(lambda d, h: 4 * d * d)
-    )
-    assert "[fail] attention parameters: d_model=32, heads=1: 4096 counts the weights only" in weights_only
-
-
-def test_shuffle_past_permutes_the_past_only_and_the_same_way_for_the_whole_batch():
-    x = torch.arange(2 * 6, dtype=torch.float32).reshape(2, 6, 1)  # hand example: every value is distinct
-    out = shuffle_past(x, torch.Generator().manual_seed(0))
-    order = torch.randperm(5, generator=torch.Generator().manual_seed(0))  # the permutation, written out
-    torch.testing.assert_close(out[:, :5], x[:, order])
-    torch.testing.assert_close(out[:, 5], x[:, 5])
-    assert torch.equal(x, torch.arange(12, dtype=torch.float32).reshape(2, 6, 1))  # input untouched
-
-
-def _shuffle_models():
-    torch.manual_seed(0)
-    return TransformerRegressor(positional=False).eval(), TransformerRegressor(positional=True).eval()
-
-
-def test_shuffle_past_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
-    blind, aware = _shuffle_models()
-    x = sine_waves(16, seed=5)[0]
-    check_shuffle_past(shuffle_past, x, blind=blind, aware=aware)
-
-    def everything(x, g):  # the usual slip: the last step is shuffled too
-        return x[:, torch.randperm(x.shape[1], generator=g)]
-
-    def batch_axis(x, g):
-        return torch.cat([x[torch.randperm(x.shape[0], generator=g), :-1], x[:, -1:]], dim=1)
-
-    def in_place(x, g):
-        x[:, :-1] = x[:, :-1].flip(1)
-        return x
-
-    with pytest.raises(AssertionError, match="last step must stay last"):
-        check_shuffle_past(everything, x, blind=blind, aware=aware)
-    with pytest.raises(AssertionError, match="permute the time axis"):
-        check_shuffle_past(batch_axis, x, blind=blind, aware=aware)
-    with pytest.raises(AssertionError, match="in place"):
-        check_shuffle_past(in_place, x.clone(), blind=blind, aware=aware)
-    with pytest.raises(AssertionError, match="original order"):
-        check_shuffle_past(lambda x, g: x.clone(), x, blind=blind, aware=aware)
-    assert "[fail] shuffle: the last step must stay last" in exercise_output(
-        "shuffle", lambda: check_shuffle_past(everything, x, blind=blind, aware=aware)
-    )
-    assert "[pass] shuffle" in exercise_output(
-        "shuffle", lambda: check_shuffle_past(shuffle_past, x, blind=blind, aware=aware)
-    )
-
-
+# ------------------------------------------------------------------------------------------ scaling laws
 def test_scaling_exponent_recovers_a_power_law_written_out():
     n = [8, 16, 32, 64]
     assert scaling_exponent(n, [3.0 * v**1.5 for v in n]) == pytest.approx(1.5)
     # two points: the exponent is log(t2/t1) / log(n2/n1), by hand
     assert scaling_exponent([10, 40], [0.2, 1.6]) == pytest.approx(math.log(8) / math.log(4))
-
-
-def test_scaling_exponent_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
-    n, t = np.array([10, 20, 50]), np.array([1e-3, 3e-3, 2e-2])
-    check_scaling_exponent(scaling_exponent, measured=(n, t))
-    with pytest.raises(AssertionError, match="fit log\\(t\\) against log\\(n\\)"):
-        check_scaling_exponent(lambda n, t: np.polyfit(n, t, 1)[0])
-    with pytest.raises(AssertionError, match="intercept"):
-        check_scaling_exponent(lambda n, t: np.polyfit(np.log(n), np.log(t), 1)[1])
-    with pytest.raises(AssertionError, match="two points"):
-        check_scaling_exponent(lambda n, t: np.log(t[-1] / t[-2]) / np.log(n[-1] / n[-2]))
-    with pytest.raises(AssertionError, match="on the measured timings"):
-        check_scaling_exponent(lambda n, t: scaling_exponent(n, t) if len(n) == 5 else 0.0, measured=(n, t))
-    assert "[fail] scaling: that is the slope of t against n" in exercise_output(
-        "scaling", lambda: check_scaling_exponent(lambda n, t: np.polyfit(n, t, 1)[0])
-    )
-    assert "[pass] scaling" in exercise_output("scaling", lambda: check_scaling_exponent(scaling_exponent))
 
 
 # ------------------------------------------------------------------ lab 6.5's recall task and linear baseline

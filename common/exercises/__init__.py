@@ -15,6 +15,7 @@ this package, and ``make grade`` (``scripts/grade.py``) runs ``GRADING`` on each
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import signal
 import threading
@@ -109,9 +110,10 @@ def _time_limited(seconds: float, fn: Callable[[], object]) -> None:
 
 
 def _own_code(name: str, value: Any) -> None:
-    # the course's own function handed in under the student's name is not an answer
+    # the course's own function handed in under the student's name is not an answer (a model the notebook
+    # built from a course class is context, not an answer)
     module = getattr(value, "__module__", None) or ""
-    if callable(value) and module.startswith("common."):
+    if (inspect.isroutine(value) or inspect.isclass(value)) and module.startswith("common."):
         raise AssertionError(
             f"`{name}` is `{module}.{getattr(value, '__name__', '?')}`, the course's own code: write it yourself"
         )
