@@ -10,7 +10,6 @@ one known log line filtered out for the duration of that import only (see ``_tor
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -237,61 +236,6 @@ def attention_matrix_bytes(batch: int, heads: int, seq_len: int, dtype: torch.dt
     if min(batch, heads, seq_len) < 1:
         raise ValueError(f"batch, heads and seq_len must be >= 1, got {batch}, {heads}, {seq_len}.")
     return batch * heads * seq_len**2 * torch.empty((), dtype=dtype).element_size()
-
-
-def vit_attention_gib(
-    image_size: int,
-    patch_size: int,
-    *,
-    batch: int,
-    heads: int,
-    layers: int,
-    dtype: torch.dtype = torch.float32,
-) -> float:
-    """GiB of the attention weights a ViT keeps for the backward pass: one (batch, heads, n, n) tensor per
-    layer, n = (image_size / patch_size)² patch tokens (the class token is left out, as in the blog post's
-    estimate: it adds 1 % at 224 px)."""
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
-    n = (image_size // patch_size) ** 2
-    return layers * attention_matrix_bytes(batch, heads, n, dtype) / 2**30
-
-
-def check_attention_gib(fn: Callable[..., float]) -> None:
-    """Exercise: ``fn(image_size=, patch_size=, batch=, heads=, layers=)`` must equal
-    :func:`vit_attention_gib` (float32); the message names the usual slip."""
-    # distinct batch, heads and layers first, so that each slip below gives a value of its own
-    for size, patch, batch, heads, layers in ((384, 32, 3, 6, 4), (448, 16, 8, 12, 12)):
-        got = float(fn(image_size=size, patch_size=patch, batch=batch, heads=heads, layers=layers))
-        want = vit_attention_gib(size, patch, batch=batch, heads=heads, layers=layers)
-        if math.isclose(got, want, rel_tol=1e-6):
-            continue
-        n = (size // patch) ** 2
-        slips = [
-            (
-                1 / layers,
-                "that is one layer; the backward pass keeps every layer's weights: multiply by layers",
-            ),
-            (1 / heads, "each head has its own n x n weights: multiply by heads"),
-            (1 / batch, "each image of the batch has its own weights: multiply by batch"),
-            (2, "that counts scores and weights; the exercise counts the weights, one tensor per layer"),
-            (1 / 2, "float32 takes 4 bytes per number, not 2"),
-            (1 / n, "n is the number of patches, (image_size / patch_size)², not image_size / patch_size"),
-            (2**30, "return GiB, not bytes (1 GiB = 2**30 bytes)"),
-            (2**30 / 1e9, "that is GB (10**9 bytes); GiB are 2**30 bytes"),
-            (
-                ((n + 1) / n) ** 2,
-                "you counted the class token: right for a real ViT, but this exercise counts the patch "
-                "tokens only, n = (image_size / patch_size)²",
-            ),
-        ]
-        for factor, message in slips:
-            if math.isclose(got, want * factor, rel_tol=1e-6):
-                raise AssertionError(message)
-        raise AssertionError(
-            f"{size} px, patch {patch}, batch {batch}, {heads} heads, {layers} layers: expected {want:.4f} GiB, "
-            f"got {got:.4f}: layers x batch x heads x n² x 4 bytes, n = (image_size / patch_size)²"
-        )
 
 
 def free_memory_bytes(device: torch.device | str = "cpu") -> int:

@@ -22,8 +22,6 @@ Public API
   :func:`content_loss_floor` (the lowest loss when several captions fit one image), :func:`ensemble_prompts`,
   :func:`class_embeddings`, :func:`encode_images`, :func:`encode_texts`, :func:`recall_at_k`,
   :func:`recall_chance`, :func:`train_clip` -> :class:`CLIPHistory`.
-- The exercises' self-checks: :func:`check_info_nce`, :func:`check_prompt_ensemble`, :func:`check_loss_floor`
-  (each raises AssertionError with a hint; the reference solutions are the functions above).
 """
 
 from __future__ import annotations
@@ -413,83 +411,3 @@ def _embedding_tables(model: nn.Module) -> set[int]:
         if isinstance(m, VisionTransformer):
             tables |= {id(m.pos_embed), id(m.cls_token)}
     return tables
-
-
-# ------------------------------------------------------------------------------------------ exercise checks
-def check_info_nce(fn: Callable[[Tensor], Tensor]) -> None:
-    """Exercise 1: ``fn(logits_per_image)`` must equal :func:`clip_loss`; the message names the usual slip."""
-    gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(6, 6, generator=gen) * 3 + torch.eye(6) * 2
-    logits[0, 3] += 4.0  # make the two directions differ clearly
-    got = fn(logits.clone())
-    assert isinstance(got, Tensor) and got.ndim == 0, (
-        "return one scalar tensor (the mean loss over the batch)"
-    )
-    want = clip_loss(logits)
-    if torch.allclose(got, want, atol=1e-5):
-        return
-    target = torch.arange(6)
-    rows, cols = F.cross_entropy(logits, target), F.cross_entropy(logits.T, target)
-    if torch.allclose(got, rows, atol=1e-5) or torch.allclose(got, cols, atol=1e-5):
-        raise AssertionError(
-            "you computed one direction only; CLIP's loss is symmetric: average the image->text cross-entropy "
-            "(rows) and the text->image one (columns)"
-        )
-    if torch.allclose(got, rows + cols, atol=1e-5):
-        raise AssertionError("you added the two directions; CLIP averages them (divide by 2)")
-    if torch.allclose(got, want * 6, atol=1e-4):
-        raise AssertionError("you summed over the batch; take the mean over the B pairs")
-    raise AssertionError(
-        f"expected {want.item():.4f}, got {got.item():.4f}: the targets are the diagonal (image i goes with "
-        "caption i), cross-entropy over each row and over each column"
-    )
-
-
-def check_prompt_ensemble(fn: Callable[[Tensor], Tensor]) -> None:
-    """Exercise 2: ``fn((C, T, D) prompt embeddings) -> (C, D)`` must equal :func:`ensemble_prompts`."""
-    gen = torch.Generator().manual_seed(1)
-    emb = torch.randn(4, 5, 8, generator=gen) * torch.rand(4, 5, 1, generator=gen).mul(3).add(0.2)
-    got = fn(emb.clone())
-    assert isinstance(got, Tensor) and tuple(got.shape) == (4, 8), (
-        f"return one (classes, dim) = (4, 8) embedding per class, got "
-        f"{tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__}"
-    )
-    want = ensemble_prompts(emb)
-    if torch.allclose(got, want, atol=1e-5):
-        return
-    if not torch.allclose(got.norm(dim=-1), torch.ones(4), atol=1e-4):
-        raise AssertionError(
-            "the class embeddings are not unit vectors: normalise the average again, since the zero-shot "
-            "logits are cosine similarities"
-        )
-    if torch.allclose(got, F.normalize(emb.mean(1), dim=-1), atol=1e-5):
-        raise AssertionError(
-            "normalise each prompt's embedding before averaging, otherwise prompts with longer vectors count more"
-        )
-    raise AssertionError(
-        "expected: normalise each prompt's embedding, average over the prompts, normalise again"
-    )
-
-
-def check_loss_floor(
-    fn: Callable[[int, float], float], measured: Sequence[tuple[int, float, float]] = ()
-) -> None:
-    """Exercise 3: ``fn(batch_size, scale)`` must equal :func:`clip_loss_floor`; every ``measured`` run
-    ``(batch_size, scale, final loss)`` must lie on or above the student's floor."""
-    for batch, scale in ((64, 1.0), (64, 14.3), (8, 2.0), (256, 1.0)):
-        got, want = float(fn(batch, scale)), clip_loss_floor(batch, scale)
-        if math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-6):
-            continue
-        if math.isclose(got, math.log1p((batch - 1) * math.exp(-2 * scale)), rel_tol=1e-4):
-            raise AssertionError(
-                "that floor puts every wrong pair at cosine -1, which B > 2 unit vectors cannot all reach: at "
-                "best they sit at the corners of a regular simplex, at cosine -1/(B-1) from each other"
-            )
-        if math.isclose(got, math.log(batch), rel_tol=1e-4):
-            raise AssertionError("log(B) is the loss of a model that has learnt nothing (all logits equal)")
-        raise AssertionError(f"floor({batch}, {scale}): expected {want:.4f}, got {got:.4f}")
-    for batch, scale, loss in measured:
-        floor = float(fn(batch, scale))
-        assert loss >= floor - 1e-3, (
-            f"a measured loss {loss:.3f} (scale {scale:.1f}) lies below your floor {floor:.3f}"
-        )

@@ -6,13 +6,9 @@ and momentum are :func:`common.training.cosine_schedule`). Names and defaults fo
 (facebookresearch/dino) so a reader can put the two side by side; sizes are smaller because our images are
 small, and the default is 6 local crops, not 8.
 Training lives in :mod:`common.dino_train`, evaluation (k-NN, attention masks) in :mod:`common.dino_eval`.
-Lab 4.2's exercise checks are at the end: ``check_collapse_predictions``, ``check_center_update``,
-``check_ema_update``, ``check_untextured_results``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -397,108 +393,3 @@ def teacher_temperature_schedule(
     return np.concatenate(
         [np.linspace(warmup_temp, temp, warmup_steps), np.full(total_steps - warmup_steps, temp)]
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Lab 4.2's exercise checks
-# ---------------------------------------------------------------------------------------------------------
-
-COLLAPSE_KINDS = ("one dimension", "uniform", "neither")
-# What each ablation of lab 4.2, section 7, does to the teacher when it runs long enough (Caron et al., 2021, sec. 5.3).
-COLLAPSE_WITHOUT = {"no centering": "one dimension", "no sharpening": "uniform", "no local crops": "neither"}
-_WHY = {
-    "no centering": "sharpening alone makes the largest score win more and more: every image ends on the same "
-    "dimension (both entropies fall towards 0)",
-    "no sharpening": "with tau_t = tau_s the teacher is no sharper than the student, and centering alone pushes every "
-    "output towards flat (both entropies rise towards log K)",
-    "no local crops": "centering and sharpening are both still there and balance each other; multi-crop adds "
-    "local-to-global pairs (features), it is not what prevents collapse",
-}
-
-
-def check_collapse_predictions(predictions: Mapping[str, str]) -> None:
-    """Section 7's exercises 1-3: ``{ablation: "one dimension" | "uniform" | "neither"}``, the collapse each
-    ablation leads to; the reference is :data:`COLLAPSE_WITHOUT`, and a wrong entry is explained."""
-    missing = [name for name in COLLAPSE_WITHOUT if name not in predictions]
-    assert not missing, f"missing predictions for {missing}: give one for each of {list(COLLAPSE_WITHOUT)}"
-    for name, kind in predictions.items():
-        assert kind in COLLAPSE_KINDS, f"{name!r}: {kind!r} is not one of {list(COLLAPSE_KINDS)}"
-    wrong = [name for name in COLLAPSE_WITHOUT if predictions[name] != COLLAPSE_WITHOUT[name]]
-    if wrong:
-        raise AssertionError(
-            "; ".join(f"{name}: not {predictions[name]!r}, because {_WHY[name]}" for name in wrong)
-            + " (compare with the entropies the ablation cell printed)"
-        )
-
-
-def check_center_update(fn: Callable[[Tensor, Tensor, float], Tensor]) -> None:
-    """Exercise 4a: ``fn(center (1, K), teacher_out (B, K), momentum) -> new center (1, K)`` must equal
-    :func:`center_update`, written out here as the formula; the message names the usual slip."""
-    gen = torch.Generator().manual_seed(0)
-    center, teacher_out, m = torch.randn(1, 8, generator=gen), torch.randn(16, 8, generator=gen) + 2.0, 0.9
-    got = fn(center.clone(), teacher_out.clone(), m)
-    assert isinstance(got, Tensor), "return the new center as a tensor (do not only change it in place)"
-    assert tuple(got.shape) == (1, 8), (
-        f"the center has one value per output dimension, shape (1, K) = (1, 8), got {tuple(got.shape)}: "
-        "average over the batch (dim 0) with keepdim=True"
-    )
-    mean = teacher_out.sum(0, keepdim=True) / teacher_out.shape[0]
-    if torch.allclose(got, m * center + (1 - m) * mean, atol=1e-6):
-        return
-    if torch.allclose(got, (1 - m) * center + m * mean, atol=1e-6):
-        raise AssertionError(
-            "m and 1 - m are swapped: the center keeps m = 0.9 of itself and takes 1 - m of the batch"
-        )
-    if torch.allclose(got, m * center + (1 - m) * teacher_out.sum(0, keepdim=True), atol=1e-5):
-        raise AssertionError("that is the batch sum; the center follows the batch *mean* (divide by B)")
-    raise AssertionError("expected m * center + (1 - m) * teacher_out.mean(dim=0, keepdim=True)")
-
-
-def check_ema_update(fn: Callable[[nn.Module, nn.Module, float], None]) -> None:
-    """Exercise 4b: ``fn(student, teacher, m)`` must move every teacher parameter to
-    :math:`m\\,\\theta_t + (1-m)\\,\\theta_s` in place (:func:`update_teacher`), and leave the student alone."""
-    torch.manual_seed(0)
-    student, teacher = nn.Linear(4, 3), nn.Linear(4, 3)
-    before_s = [p.detach().clone() for p in student.parameters()]
-    before_t = [p.detach().clone() for p in teacher.parameters()]
-    m = 0.8
-    with torch.no_grad():
-        fn(student, teacher, m)
-    for p, p0 in zip(student.parameters(), before_s):
-        assert torch.equal(p, p0), "the student changed: the EMA step writes the teacher only"
-    names = [name for name, _ in teacher.named_parameters()]
-    for name, t, t0, s in zip(names, teacher.parameters(), before_t, before_s):
-        if torch.allclose(t, m * t0 + (1 - m) * s, atol=1e-6):
-            continue
-        if torch.equal(t, t0):
-            raise AssertionError(
-                f"teacher.{name} did not change: update every parameter in place (p.mul_(m).add_(...) or "
-                "p.lerp_(...)); assigning to a loop variable changes nothing"
-            )
-        if torch.allclose(t, (1 - m) * t0 + m * s, atol=1e-6):
-            raise AssertionError(
-                "m and 1 - m are swapped: the teacher keeps m of itself and moves 1 - m towards the student"
-            )
-        raise AssertionError(f"teacher.{name}: expected m * teacher + (1 - m) * student")
-
-
-def check_untextured_results(results: Mapping[str, Mapping[str, float]], *, num_classes: int = 6) -> None:
-    """Exercise 5 (open): what can be checked of ``{"DINO" | "random init": {"knn", "iou"}, "raw pixels": {"knn"}}``
-    measured on the untextured shapes: every entry there, accuracies and IoUs in [0, 1], and no k-NN accuracy
-    far below chance (1 / ``num_classes``), which would mean labels and features were misaligned."""
-    needs = {"DINO": ("knn", "iou"), "random init": ("knn", "iou"), "raw pixels": ("knn",)}
-    for name, keys in needs.items():
-        assert name in results, f"missing {name!r}: measure {list(needs)} on the same untextured test images"
-        for key in keys:
-            assert key in results[name], f"{name!r} lacks {key!r}"
-            value = float(results[name][key])
-            assert 0 <= value <= 1, f"{name!r} {key}: {value} is not a fraction in [0, 1]"
-    floor = 0.5 / num_classes
-    for name in needs:
-        knn = float(results[name]["knn"])
-        assert knn >= floor, (
-            f"{name!r}: k-NN {knn:.3f} is far below chance ({1 / num_classes:.3f}): are the bank's and the queries' "
-            "labels those of their own images, and both standardised alike?"
-        )
-    same = all(float(results["DINO"][k]) == float(results["random init"][k]) for k in ("knn", "iou"))
-    assert not same, "DINO and the random ViT gave identical numbers: did you evaluate the trained backbone?"

@@ -22,7 +22,7 @@ whenever it ranks across protocols, and names the best of each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 TASKS = {
@@ -377,62 +377,6 @@ def recommend(
 
 def _accuracy(row: Mapping) -> str:
     return f"{row['top1']:.1f}% {row['protocol']}"
-
-
-def example_constraints() -> dict:
-    """Exercise 3's worked reference: segmenting street scenes on an embedded board that leaves 500 MB to the
-    model (weights + activations), from a few thousand labelled images. (A memory budget, not a latency one:
-    memory does not depend on how busy the machine is, so the reference holds on any device.)"""
-    return dict(task="segmentation", memory_budget_mb=500.0, data_size="small")
-
-
-def check_constraints(fn: Callable[[], Mapping], table: Iterable[Mapping]) -> Recommendation:
-    """Exercise 3: ``fn()`` returns a project's constraints, the keywords of :func:`recommend`.
-
-    Checks what an open answer allows: the form (known keys, a known task and data size, limits that are
-    positive numbers, at least one budget), then the consistency of the guide on ``table``: it finds a
-    model, every model it ranks meets the stated limits and, for ``zero-shot``, is an image-text model.
-    Returns the recommendation, for the student to read."""
-    constraints = fn()
-    assert isinstance(constraints, Mapping), f"return a dict of constraints, got {type(constraints).__name__}"
-    unknown = sorted(set(constraints) - set(CONSTRAINT_KEYS))
-    assert not unknown, f"unknown keys {unknown}: use {list(CONSTRAINT_KEYS)} (the keywords of recommend())"
-    task, data_size = constraints.get("task", "classification"), constraints.get("data_size", "medium")
-    assert task in TASKS, (
-        f"task {task!r} is not one of {sorted(TASKS)} (detection and segmentation are separate tasks)"
-    )
-    assert data_size in DATA_SIZES, f"data_size {data_size!r} is not one of {sorted(DATA_SIZES)}"
-    limits = {key: constraints.get(key) for key in ("latency_budget_ms", "memory_budget_mb", "min_top1")}
-    for key, value in limits.items():
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        assert value is None or (number and value > 0), (
-            f"{key} must be a positive number (or None for no limit), got {value!r}"
-        )
-    assert limits["latency_budget_ms"] is not None or limits["memory_budget_mb"] is not None, (
-        "state at least one budget (latency_budget_ms or memory_budget_mb): a project has limits"
-    )
-    rows = list(table)
-    rec = recommend(rows, **constraints)
-    assert rec.model is not None, (
-        "no model in the table meets these constraints; relax one (each model's broken limit is listed):\n"
-        + rec.explain()
-    )
-    by_name = {r["model"]: r for r in rows}
-    for name in rec.ranking:
-        row = by_name[name]
-        checks = (
-            ("latency_budget_ms", row["latency_ms"], "latency_ms", 1),
-            ("memory_budget_mb", inference_memory_mb(row), "weights + activations", 1),
-            ("min_top1", row["top1"], "top1", -1),
-        )
-        for key, value, what, sign in checks:
-            assert limits[key] is None or sign * value <= sign * limits[key], (
-                f"the guide ranked {name} although its {what} {value:.1f} breaks {key}={limits[key]}"
-            )
-        assert (task == "zero-shot") == bool(row.get("zero_shot", False)), (
-            f"the guide ranked {name} for task {task!r}, but zero-shot and the other tasks use different models"
-        )
-    return rec
 
 
 @dataclass(frozen=True)

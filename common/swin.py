@@ -12,8 +12,6 @@ embedding is ``common.vit.PatchEmbedding``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -300,46 +298,3 @@ def global_attention_macs(height: int, width: int, dim: int) -> int:
 def window_attention_macs(height: int, width: int, dim: int, window_size: int) -> int:
     """Multiply-adds of M x M window self-attention (Swin paper eq. 2): 4hwC² + 2M²hwC, linear in hw."""
     return 4 * height * width * dim**2 + 2 * window_size**2 * height * width * dim
-
-
-def check_window_partition(fn: Callable[[Tensor, int], Tensor]) -> None:
-    """Exercise: ``fn(x, M)`` must equal :func:`window_partition` on a batch of two non-square maps (so
-    row- and column-major window orders differ); the message names the usual slip."""
-    B, H, W, C, M = 2, 14, 21, 3, 7
-    x = torch.arange(B * H * W * C, dtype=torch.float32).view(B, H, W, C)
-    got, want = fn(x.clone(), M), window_partition(x, M)
-    assert isinstance(got, Tensor) and got.shape == want.shape, (
-        f"expected shape {tuple(want.shape)} = (B * H/M * W/M, M, M, C), got "
-        f"{tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__}"
-    )
-    if torch.equal(got, want):
-        return
-    blocks = x.view(B, H // M, M, W // M, M, C)  # (B, row of windows, y, column of windows, x, C)
-    strips = x.reshape(-1, M, M, C)
-    slips = [
-        (
-            strips,
-            "a reshape alone cuts the map into strips of rows, not M x M blocks: split H into (H/M, M) and "
-            "W into (W/M, M), then permute the two window-index axes before the two pixel axes",
-        ),
-        (
-            blocks.permute(0, 3, 1, 2, 4, 5),
-            "the windows come column by column; Swin and timm number them row by row: permute(0, 1, 3, 2, 4, 5)",
-        ),
-        (
-            blocks.permute(0, 1, 3, 4, 2, 5),
-            "each window is transposed: keep its rows before its columns, permute(0, 1, 3, 2, 4, 5)",
-        ),
-        (
-            blocks.permute(1, 3, 0, 2, 4, 5),
-            "the windows are grouped by position across the batch; keep the batch axis first (all the "
-            "windows of image 0, then those of image 1)",
-        ),
-    ]
-    for wrong, message in slips:
-        if torch.equal(got, wrong.reshape(-1, M, M, C)):
-            raise AssertionError(message)
-    raise AssertionError(
-        "the windows differ from common.swin.window_partition: window k = b*(H/M)*(W/M) + i*(W/M) + j must "
-        "hold x[b, i*M:(i+1)*M, j*M:(j+1)*M]"
-    )

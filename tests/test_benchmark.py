@@ -15,7 +15,6 @@ from torch import nn
 import common.benchmark
 from common.benchmark import (
     attention_matrix_bytes,
-    check_attention_gib,
     count_flops,
     count_parameters,
     free_memory_bytes,
@@ -23,7 +22,6 @@ from common.benchmark import (
     measure_peak_memory,
     measure_throughput,
     sdpa_backends,
-    vit_attention_gib,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -238,43 +236,3 @@ def test_free_memory_is_within_physical_memory_and_drops_when_we_allocate():
         blocks.append(torch.ones(2**28))  # 1 GiB of float32, written so the pages are really taken
         drops.append(without - free_memory_bytes("cpu"))
     assert max(drops) > 0.5 * 2**30, drops
-
-
-def test_vit_attention_gib_by_hand():
-    # ViT-B/16 at 224 px, batch 32: 12 layers x 32 x 12 heads x 196² weights x 4 bytes, written out
-    assert vit_attention_gib(224, 16, batch=32, heads=12, layers=12) == 12 * 32 * 12 * 196 * 196 * 4 / 2**30
-    # the blog post's 1024 px row: n = 4096, one head of one layer at batch 32 is exactly 2 GiB
-    assert vit_attention_gib(1024, 16, batch=32, heads=1, layers=1) == 2.0
-    assert vit_attention_gib(64, 16, batch=1, heads=1, layers=1, dtype=torch.float16) == 16 * 16 * 2 / 2**30
-    with pytest.raises(ValueError, match="multiple of patch_size"):
-        vit_attention_gib(100, 16, batch=1, heads=1, layers=1)
-
-
-def test_attention_gib_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
-    check_attention_gib(vit_attention_gib)
-    assert "[pass] attention memory" in exercise_output(
-        "attention memory", lambda: check_attention_gib(vit_attention_gib)
-    )
-
-    def memory(n, bytes_per_number=4, divisor=2**30):
-        return lambda image_size, patch_size, batch, heads, layers: (
-            layers * batch * heads * n(image_size // patch_size) ** 2 * bytes_per_number / divisor
-        )
-
-    def one_layer(image_size, patch_size, batch, heads, layers):
-        return batch * heads * (image_size // patch_size) ** 4 * 4 / 2**30
-
-    wrong = {
-        "one layer": one_layer,
-        "not image_size / patch_size": memory(lambda side: side),
-        "class token": memory(lambda side: side**2 + 1),
-        "not 2": memory(lambda side: side**2, bytes_per_number=2),
-        "GB": memory(lambda side: side**2, divisor=1e9),
-        "expected": lambda **kwargs: 1.0,
-    }
-    for message, fn in wrong.items():
-        with pytest.raises(AssertionError, match=message):
-            check_attention_gib(fn)
-    assert "[fail] attention memory: that is one layer" in exercise_output(
-        "attention memory", lambda: check_attention_gib(one_layer)
-    )

@@ -11,7 +11,6 @@ from common.swin import (
     SwinTransformer,
     WindowSelfAttention,
     attention_score_elements,
-    check_window_partition,
     global_attention_macs,
     load_timm_weights,
     relative_position_index,
@@ -124,48 +123,6 @@ def test_formulas_by_hand():
     assert window_attention_macs(4, 4, 1, 2) == 4 * 16 + 2 * 4 * 16
     # at the window size itself, the two are the same computation
     assert global_attention_macs(7, 7, 96) == window_attention_macs(7, 7, 96, 7)
-
-
-def _partition_by_slicing(x, M):
-    """An independent reference: window k = b*(H/M)*(W/M) + i*(W/M) + j is x[b, i*M:(i+1)*M, j*M:(j+1)*M]."""
-    B, H, W, _ = x.shape
-    return torch.stack(
-        [
-            x[b, i * M : (i + 1) * M, j * M : (j + 1) * M]
-            for b in range(B)
-            for i in range(H // M)
-            for j in range(W // M)
-        ]
-    )
-
-
-def test_window_partition_check_accepts_the_reference_and_explains_wrong_answers(exercise_output):
-    check_window_partition(window_partition)
-    check_window_partition(_partition_by_slicing)  # any correct answer passes, loops included
-    assert "[pass] window partition" in exercise_output(
-        "window partition", lambda: check_window_partition(window_partition)
-    )
-
-    def split(x, M):
-        B, H, W, C = x.shape
-        return x.view(B, H // M, M, W // M, M, C)
-
-    wrong = {
-        "strips of rows": lambda x, M: x.reshape(-1, M, M, x.shape[-1]),
-        "column by column": lambda x, M: split(x, M).permute(0, 3, 1, 2, 4, 5).reshape(-1, M, M, x.shape[-1]),
-        "transposed": lambda x, M: split(x, M).permute(0, 1, 3, 4, 2, 5).reshape(-1, M, M, x.shape[-1]),
-        "keep the batch axis first": lambda x, M: (
-            split(x, M).permute(1, 3, 0, 2, 4, 5).reshape(-1, M, M, x.shape[-1])
-        ),
-        "expected shape": lambda x, M: split(x, M).permute(0, 1, 3, 2, 4, 5),
-        "differ from common.swin": lambda x, M: window_partition(x, M).flip(0),
-    }
-    for message, fn in wrong.items():
-        with pytest.raises(AssertionError, match=message):
-            check_window_partition(fn)
-    assert "[fail] window partition: the windows come column by column" in exercise_output(
-        "window partition", lambda: check_window_partition(wrong["column by column"])
-    )
 
 
 # ------------------------------------------------------------------ the whole hierarchical model vs timm's
