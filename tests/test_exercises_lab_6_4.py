@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from test_blocks import torch_layer  # torch's encoder layer loaded with a block's weights
 from torch import nn
 
 from common.blocks import TransformerBlock
@@ -17,29 +18,6 @@ from common.exercises.lab_6_4 import (
     reference_pre_norm_block_forward,
     reference_rms_norm,
 )
-
-
-def torch_layer(block: TransformerBlock, norm_first: bool) -> nn.TransformerEncoderLayer:
-    """The reference: torch's own encoder layer, loaded with the block's weights."""
-    d = block.norm1.normalized_shape[0]
-    ref = nn.TransformerEncoderLayer(
-        d,
-        block.attn.num_heads,
-        block.mlp.fc1.out_features,
-        dropout=0.0,
-        activation="gelu",
-        batch_first=True,
-        norm_first=norm_first,
-    )
-    with torch.no_grad():
-        ref.self_attn.in_proj_weight.copy_(block.attn.qkv.weight)
-        ref.self_attn.in_proj_bias.copy_(block.attn.qkv.bias)
-        ref.self_attn.out_proj.load_state_dict(block.attn.proj.state_dict())
-        ref.linear1.load_state_dict(block.mlp.fc1.state_dict())
-        ref.linear2.load_state_dict(block.mlp.fc2.state_dict())
-        ref.norm1.load_state_dict(block.norm1.state_dict())
-        ref.norm2.load_state_dict(block.norm2.state_dict())
-    return ref.eval()
 
 
 # ------------------------------------------------------------------ the reference solutions and the self-checks
