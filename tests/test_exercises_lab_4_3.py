@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from test_model_selection import TABLE  # a measured table's form, made up
 
 import common.exercises.lab_4_3
 from common.exercises.lab_4_3 import (
@@ -14,34 +15,6 @@ from common.exercises.lab_4_3 import (
 )
 from common.model_selection import recommend
 from common.swin import window_partition
-
-
-def row(
-    model, family, latency, memory, top1, hierarchical=True, ssl=False, conv=False, protocol="in1k", **extra
-):
-    return {
-        "model": model,
-        "family": family,
-        "latency_ms": latency,
-        "peak_memory_mb": memory,
-        "weights_mb": 10.0,
-        "top1": top1,
-        "protocol": protocol,
-        "hierarchical": hierarchical,
-        "self_supervised": ssl,
-        "convolutional": conv,
-        **extra,
-    }
-
-
-TABLE = [  # a measured table's form, made up (tests/test_model_selection.py has the same one)
-    row("cnn_small", "ResNet", 5.0, 50.0, 70.0, conv=True),
-    row("cnn_big", "ConvNeXt", 30.0, 300.0, 83.0, conv=True),
-    row("vit", "ViT", 20.0, 200.0, 81.0, hierarchical=False),
-    row("swin", "Swin", 25.0, 250.0, 82.0),
-    row("dino", "DINOv2", 40.0, 400.0, 84.0, hierarchical=False, ssl=True, protocol="ssl-linear"),
-    row("clip", "CLIP", 15.0, 100.0, 63.0, hierarchical=False, protocol="zero-shot", zero_shot=True),
-]
 
 
 # ------------------------------------------------------------------ exercise 1: window partition

@@ -96,7 +96,8 @@ def test_no_solution_or_grading_case_leaks_by_source_text(edition):
         and line.strip() not in shipped
     }
     assert len(lines) > 50
-    package = {f: t for f, t in released_text(edition).items() if f.startswith("common")}
+    released = released_text(edition)
+    package = {f: t for f, t in released.items() if f.startswith("common")}
     assert not [(line, f) for line in lines for f, t in package.items() if line in t]
     for notebook in notebooks():
         committed = nbformat.read(ROOT / notebook, as_version=4)
@@ -109,7 +110,7 @@ def test_no_solution_or_grading_case_leaks_by_source_text(edition):
             if len(line.strip()) >= 24 and line.strip() not in elsewhere
         }
         assert unique, f"{notebook}: its Solutions section has text of its own"
-        text = released_text(edition)[str(notebook)]
+        text = released[str(notebook)]
         assert not [line for line in unique if json.dumps(line)[1:-1] in text], notebook
 
 

@@ -121,17 +121,9 @@ def _own_code(name: str, value: Any) -> None:
         )
 
 
-def run_case(
-    exercise: Exercise,
-    case: Callable[[dict[str, Any]], object],
-    namespace: dict[str, Any],
-    allow_course_code: bool = False,
-) -> str | None:
-    """None if the submission passes ``case``; else the hint the student gets (one line). ``allow_course_code``
-    lets the course's own functions stand in for an answer (the tests grade the reference solutions)."""
+def run_case(case: Callable[[dict[str, Any]], object], namespace: dict[str, Any]) -> str | None:
+    """None if the submission passes ``case``; else the hint the student gets (one line)."""
     try:
-        for name in exercise.names if not allow_course_code else ():
-            _own_code(name, namespace[name])
         _time_limited(CASE_SECONDS, lambda: case(namespace))
     except TimeoutError:
         return f"stopped after {CASE_SECONDS} s (an endless loop, or far more work than the exercise needs?)"
@@ -147,7 +139,9 @@ def run_case(
 def grade_exercise(
     exercise: Exercise, namespace: dict[str, Any], allow_course_code: bool = False
 ) -> dict[str, Any]:
-    """Every case of ``exercise`` on ``namespace``: points earned, the maximum, and the first failing hint."""
+    """Every case of ``exercise`` on ``namespace``: points earned, the maximum, and the first failing hint.
+    ``allow_course_code`` lets the course's own functions stand in for an answer (the tests grade the reference
+    solutions)."""
     missing = [name for name in exercise.names if name not in namespace]
     if missing:
         hints = [
@@ -155,10 +149,16 @@ def grade_exercise(
             "(an error in an earlier cell?)"
         ] * len(exercise.cases)
     else:
+        try:  # once per exercise: an answer that is the course's own code fails every case
+            for name in exercise.names if not allow_course_code else ():
+                _own_code(name, namespace[name])
+            refused = None
+        except AssertionError as err:
+            refused = str(err)
         hints = [
             f"{description}: {hint}"
             for description, case in exercise.cases
-            if (hint := run_case(exercise, case, namespace, allow_course_code)) is not None
+            if (hint := refused or run_case(case, namespace)) is not None
         ]
     passed = len(exercise.cases) - len(hints)
     return {
