@@ -127,9 +127,10 @@ def test_dino_checkpoint_reproduces_its_knn_and_iou():
     state, entry = checkpoints.load_course_checkpoint("dino_shapes")
     data = ref.dino_data("course", seed=entry["seed"])
     assert data.normalize.mean == pytest.approx(state["mean"])
+    assert state["data"]["background"] == ref.DINO_DATA["background"]
     metrics = ref.dino_metrics(
-        ref.dino_from_checkpoint(state).teacher.backbone, data, fine=False
-    )  # as logged
+        ref.dino_from_checkpoint(state).teacher.backbone, data
+    )  # as logged: test split
     assert abs(metrics["knn"] - entry["metrics"]["teacher_knn"]) <= 0.01
     assert abs(metrics["iou"] - entry["metrics"]["teacher_iou"]) <= 0.01
 

@@ -15,7 +15,7 @@ colour and spread, within ``OOD_MARGIN`` times the largest deviation seen on ``N
 validation split. The rule looks at the background only: it flags photographs, not a strange object on grey.
 
 Examples are generated the way each model was trained: plain shapes for the ViT (``VIT_BACKGROUND``), the
-textured variant for DINO (``DINO_DATA``), both from the test split, with their true masks.
+textured shapes on the camouflage background for DINO (``DINO_DATA``), both from the test split, with their true masks.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ def on_dino(pixels, held):
         message += " 실제 마스크 없음 / no true mask for this image (pick a generated example to see IoU)."
     if held is not None and held.key.startswith("vit:"):
         message += (
-            " Note: this example is a plain shape (the ViT's data); DINO was trained on the textured variant."
+            " Note: this example is a plain shape (the ViT's data); DINO was trained on textured shapes on a camouflage"
+            " background."
         )
     return course_models.dino_figure(result), message
 
@@ -352,7 +353,7 @@ def build_demo() -> gr.Blocks:
                     example = gr.Dropdown(
                         choices=choices,
                         value=choices[0][1],
-                        label="또는 예시 / or an example (ViT: plain shapes; DINO: textured shapes; photos)",
+                        label="또는 예시 / or an example (ViT: plain shapes; DINO: textured shapes on camouflage; photos)",
                         elem_id="course-example",
                     )
                     load = gr.Button("예시 불러오기 / Load example", elem_id="course-load")
