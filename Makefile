@@ -73,12 +73,13 @@ execute-all: $(STAMP) ## run every notebook with papermill into outputs/executed
 refresh: $(STAMP) ## re-execute notebooks in place (default parameters) to refresh their committed outputs
 	$(BIN)/python -m scripts.execute_notebooks --in-place $(NOTEBOOKS)
 
-checkpoints: $(STAMP) ## retrain the week-4 reference models into checkpoints/ (2-core CPU: about 2 h)
+checkpoints: $(STAMP) ## retrain the course's reference models into checkpoints/ (2-core CPU: about 2 h)
 	@# how the committed checkpoints were made (times in the manifest): one after the other, since DINO's
 	@# multi-crop augmentation runs in a worker process on the second core
 	$(BIN)/python -m scripts.train_checkpoints vit --threads 1
 	$(BIN)/python -m scripts.train_checkpoints dino --threads 1 --workers 1
 	$(BIN)/python -m scripts.train_checkpoints dino_supervised --threads 1
+	$(BIN)/python -m scripts.train_checkpoints date_transformer --threads 1
 
 devices: $(STAMP) ## every notebook's code on an emulated accelerator: CPU tensors meeting device tensors fail (no GPU needed)
 	$(BIN)/python -m scripts.check_devices $(NOTEBOOKS)

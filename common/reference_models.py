@@ -26,7 +26,8 @@ from torchvision.transforms import v2
 from common.datasets import SHAPE_CLASSES, ShapesDataset, generate_arrangement, random_dihedral
 from common.dino import MultiCropAugmentation, MultiCropDataset
 from common.dino_eval import attention_iou, knn_accuracy, knn_eval, oracle_iou, saliency_iou
-from common.dino_train import DINO, DINOConfig
+from common.dino_train import DINO, DINOConfig, DINOHistory, DINOTrainer, train_dino
+from common.runtime import seed_everything
 from common.training import History, Recipe, evaluate, train_classifier
 from common.vit import VisionTransformer
 
@@ -297,6 +298,22 @@ def dino_from_checkpoint(state: dict, **overrides) -> DINO:
     dino.teacher.load_state_dict({k: v.float() for k, v in state["teacher"].items()})
     dino.loss.center.copy_(state["center"])
     return dino
+
+
+CONTINUATION = dict(momentum_teacher=0.9, warmup_epochs=0, freeze_last_layer_epochs=0, lr=2e-4)
+
+
+def continue_dino(
+    state: dict, loader, steps: int, *, seed: int = 0, device="cpu", desc: str = "DINO (continued)", **setting
+) -> tuple[DINO, DINOHistory]:
+    """Lab 4.2's short continuation of the course checkpoint (section 7, ``scripts/dino_continuation.py``):
+    ``steps`` steps with :data:`CONTINUATION` (lr 2e-4, teacher momentum 0.9 -> 1, no warm-up, no frozen last
+    layer) and ``setting`` changed (centering, temperatures, ...). Returns the continued DINO and its history."""
+    seed_everything(seed)
+    epochs = max(2, -(-steps // len(loader)))  # ceil: the schedules span at least the steps we run
+    run = dino_from_checkpoint(state, epochs=epochs, **CONTINUATION, **setting).to(device)
+    trainer = DINOTrainer(run, len(loader), batch_size=loader.batch_size, device=device)
+    return run, train_dino(trainer, loader, max_steps=steps, desc=desc)
 
 
 def dino_metrics(backbone, data: DINOData, device="cpu") -> dict[str, float]:

@@ -2,7 +2,7 @@
 
     python -m scripts.dino_continuation --centering ema sinkhorn --seeds 0 1 2      # about 8 minutes, 1 thread
 
-Each run continues ``checkpoints/dino_shapes.pt`` for ``--steps`` steps (lr 2e-4, teacher momentum 0.9 -> 1, as
+Each run continues ``checkpoints/dino_shapes.pt`` for ``--steps`` steps (``reference_models.continue_dino``, as
 the lab's ablations do) with the EMA center or DINOv2's Sinkhorn-Knopp targets, then measures the teacher's k-NN
 on the quick profile's validation images (never the test split). Seed s gives both settings the same crops and
 data order, so the per-seed differences are compared (``common.statistics.paired_difference``).
@@ -18,27 +18,15 @@ import torch
 from common import checkpoints
 from common import reference_models as ref
 from common.dino_eval import knn_eval
-from common.dino_train import DINOTrainer, train_dino
-from common.runtime import seed_everything
 from common.statistics import paired_difference
 
 CENTERING = {"ema": True, "sinkhorn": "sinkhorn"}
 
 
 def continue_checkpoint(state: dict, data: ref.DINOData, centering, seed: int, steps: int) -> dict:
-    seed_everything(seed)
-    epochs = max(2, -(-steps // len(data.crops)))  # the schedules span at least the steps we run
-    run = ref.dino_from_checkpoint(
-        state,
-        epochs=epochs,
-        momentum_teacher=0.9,
-        warmup_epochs=0,
-        freeze_last_layer_epochs=0,
-        lr=2e-4,
-        centering=centering,
+    run, hist = ref.continue_dino(
+        state, data.crops, steps, seed=seed, centering=centering, desc=f"{centering} seed {seed}"
     )
-    trainer = DINOTrainer(run, len(data.crops), batch_size=ref.dino_sizes("quick")["batch_size"])
-    hist = train_dino(trainer, data.crops, max_steps=steps, desc=f"{centering} seed {seed}")
     return {
         "knn": knn_eval(run.teacher.backbone, data.bank, data.queries),
         "marginal": float(np.mean(hist.steps["marginal_entropy"][-5:])),

@@ -1,6 +1,7 @@
-"""Train the week-4 reference models and commit-ready checkpoints: ``make checkpoints``.
+"""Train the course's reference models and commit-ready checkpoints: ``make checkpoints``.
 
-    python -m scripts.train_checkpoints            # all: the ViT (lab 4.1), DINO and its supervised opponent (4.2)
+    python -m scripts.train_checkpoints            # all: the ViT (lab 4.1), DINO and its supervised opponent
+                                                   # (4.2), lab 6.6's Transformer at 4x the lab's budget
     python -m scripts.train_checkpoints vit --threads 1
 
 Each model is trained from scratch with the ``course`` sizes of ``common.reference_models`` (the same recipe
@@ -23,14 +24,15 @@ from datetime import UTC, datetime
 
 import torch
 
-from common import checkpoints
+from common import checkpoints, seq2seq
 from common import reference_models as ref
+from common.dates import SOURCE_VOCAB, TARGET_VOCAB, date_splits
 from common.dino_eval import knn_eval
 from common.dino_train import DINOTrainer, train_dino
 from common.runtime import seed_everything
 from common.training import Recipe, train_classifier
 
-MODELS = ("vit", "dino", "dino_supervised")
+MODELS = ("vit", "dino", "dino_supervised", "date_transformer")
 
 
 def machine() -> str:
@@ -161,6 +163,47 @@ def train_dino_supervised(seed: int) -> dict:
     return checkpoints.record("dino_supervised", path, metrics=metrics, **provenance(seed, seconds))
 
 
+def train_date_transformer(seed: int) -> dict:
+    """Lab 6.6's Transformer, one model per seed of ``CHECKPOINT_RECIPE``, on the lab's split; validation exact
+    match per seed (the schedule's length was chosen on it, ``scripts/sweep_seq2seq.md``), the test split once."""
+    recipe, data = seq2seq.CHECKPOINT_RECIPE, seq2seq.CHECKPOINT_DATA
+    splits = date_splits(data["n_train"], data["n_val"], data["n_test"], seed=data["seed"])
+    train, val, test = splits.train.tensors(), splits.val.tensors(), splits.test.tensors()
+    weights, losses, start = [], [], time.perf_counter()
+    for s in recipe["seeds"]:
+        seed_everything(seed + s)
+        model = seq2seq.build_model(recipe["kind"], len(SOURCE_VOCAB), len(TARGET_VOCAB))
+        run = seq2seq.train_seq2seq(
+            model,
+            *train,
+            lr=recipe["lr"],
+            steps=recipe["steps"],
+            batch_size=recipe["batch_size"],
+            seed=seed + s,
+        )
+        weights.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        losses.append(round(run.losses[-1], 4))
+        print(f"seed {seed + s}: final loss {run.losses[-1]:.3f} ({run.seconds:.0f} s)", flush=True)
+    seconds = time.perf_counter() - start
+    path = checkpoints.course_dir() / "date_transformer.pt"
+    checkpoints.save(
+        path,
+        weights=weights,
+        recipe={**recipe, "seeds": [seed + s for s in recipe["seeds"]]},
+        data=data,
+        src_vocab=len(SOURCE_VOCAB),
+        tgt_vocab=len(TARGET_VOCAB),
+    )
+    stored = seq2seq.models_from_checkpoint(checkpoints.load(path))
+    metrics = {
+        "val_exact_match": [round(float(seq2seq.exact_match(m, *val).float().mean()), 4) for m in stored],
+        "test_exact_match": [round(float(seq2seq.exact_match(m, *test).float().mean()), 4) for m in stored],
+        "final_loss": losses,
+        "steps": recipe["steps"],
+    }
+    return checkpoints.record("date_transformer", path, metrics=metrics, **provenance(seed, seconds))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", choices=MODELS, default=list(MODELS))
@@ -180,8 +223,10 @@ def main(argv=None) -> None:
             entry = train_vit(args.seed)
         elif name == "dino":
             entry = train_dino_checkpoint(args.seed, args.workers)
-        else:
+        elif name == "dino_supervised":
             entry = train_dino_supervised(args.seed)
+        else:
+            entry = train_date_transformer(args.seed)
         print(
             f"{name}: {entry['metrics']} in {entry['train_seconds']} s -> checkpoints/{entry['file']}",
             flush=True,

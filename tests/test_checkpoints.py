@@ -7,8 +7,9 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from common import checkpoints
+from common import checkpoints, seq2seq
 from common import reference_models as ref
+from common.dates import TARGET_VOCAB, date_splits
 from common.dino_train import DINOConfig
 from common.vit import VisionTransformer
 
@@ -85,8 +86,10 @@ def test_course_checkpoint_errors_say_what_to_do(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the committed course models
-def test_the_manifest_lists_the_week4_models_within_the_size_budget():
-    assert set(MANIFEST) == {"vit_shapes", "dino_shapes", "dino_supervised"}, "run `make checkpoints`"
+def test_the_manifest_lists_the_course_models_within_the_size_budget():
+    assert set(MANIFEST) == {"vit_shapes", "dino_shapes", "dino_supervised", "date_transformer"}, (
+        "run `make checkpoints`"
+    )
     assert sum(e["bytes"] for e in MANIFEST.values()) <= 10 * 2**20
     for entry in MANIFEST.values():
         assert {"command", "seed", "metrics", "date", "machine", "train_seconds"} <= set(entry)
@@ -144,3 +147,20 @@ def test_dino_supervised_checkpoint_reproduces_its_test_accuracy():
         entry["seed"], split="test", stats=(state["mean"], state["std"]), n_train=64
     )
     assert abs(ref.accuracy(model, test) - entry["metrics"]["test_accuracy"]) <= 0.01
+
+
+@pytest.mark.skipif("date_transformer" not in MANIFEST, reason="no lab-6.6 Transformer checkpoint yet")
+def test_date_transformer_checkpoint_reproduces_its_exact_match_on_the_labs_split():
+    state, entry = checkpoints.load_course_checkpoint("date_transformer")
+    data = state["data"]
+    assert data == seq2seq.CHECKPOINT_DATA  # lab 6.6's split: its test dates were never trained on
+    splits = date_splits(data["n_train"], data["n_val"], data["n_test"], seed=data["seed"])
+    models = seq2seq.models_from_checkpoint(state)
+    assert len(models) == len(entry["metrics"]["test_exact_match"]) == len(state["recipe"]["seeds"])
+    for model, logged in zip(models, entry["metrics"]["test_exact_match"], strict=True):
+        # recomputed here from the strings: the ISO target the decoded characters must spell
+        src, lengths, _ = splits.test.tensors()
+        pred = seq2seq.greedy_decode(model, src, lengths, max_len=11)
+        decoded = [TARGET_VOCAB.decode(row) for row in pred.tolist()]
+        acc = sum(d == t for d, t in zip(decoded, splits.test.targets, strict=True)) / len(decoded)
+        assert abs(acc - logged) <= 0.005, (acc, logged)

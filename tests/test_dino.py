@@ -316,3 +316,20 @@ def test_without_sharpening_the_same_run_goes_uniform():
     # the check above can fail: with tau_t = tau_s the teacher's entropy climbs to log K (uniform collapse)
     entropy, log_k = _teacher_entropy(teacher_temp=0.1, warmup_teacher_temp=0.1)
     assert entropy[-5:].mean() > 0.95 * log_k
+
+
+def test_continue_dino_resumes_the_checkpoint_with_the_continuation_recipe():
+    from common import reference_models as ref
+    from common.runtime import seed_everything
+
+    seed_everything(0)
+    data = ref.dino_data("tiny", n_train=128, batch_size=32)
+    state = ref.dino_checkpoint_state(ref.new_dino("tiny", epochs=2), "tiny", data)
+    run, history = ref.continue_dino(state, data.crops, 5, seed=3, centering=False)
+    assert len(history.steps["loss"]) == 5  # steps, not epochs: 5 > the 4 batches of one epoch
+    assert history.steps["momentum"][0] == pytest.approx(0.9)  # no warm-up: the schedule starts at 0.9
+    assert (run.config.lr, run.config.warmup_epochs, run.config.freeze_last_layer_epochs) == (2e-4, 0, 0)
+    assert run.config.centering is False and run.config.epochs == 2  # the setting passed through; ceil(5 / 4)
+    # seeded: the same call gives the same losses
+    _, again = ref.continue_dino(state, data.crops, 5, seed=3, centering=False)
+    assert history.steps["loss"] == again.steps["loss"]
