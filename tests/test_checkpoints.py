@@ -157,9 +157,9 @@ def test_date_transformer_checkpoint_reproduces_its_exact_match_on_the_labs_spli
     splits = date_splits(data["n_train"], data["n_val"], data["n_test"], seed=data["seed"])
     models = seq2seq.models_from_checkpoint(state)
     assert len(models) == len(entry["metrics"]["test_exact_match"]) == len(state["recipe"]["seeds"])
+    src, lengths, _ = splits.test.tensors()
     for model, logged in zip(models, entry["metrics"]["test_exact_match"], strict=True):
         # recomputed here from the strings: the ISO target the decoded characters must spell
-        src, lengths, _ = splits.test.tensors()
         pred = seq2seq.greedy_decode(model, src, lengths, max_len=11)
         decoded = [TARGET_VOCAB.decode(row) for row in pred.tolist()]
         acc = sum(d == t for d, t in zip(decoded, splits.test.targets, strict=True)) / len(decoded)
