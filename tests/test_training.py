@@ -1,4 +1,7 @@
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +14,8 @@ from common.training import (
     cosine_schedule,
     evaluate,
     fit,
+    parallel_map,
+    parallel_workers,
     param_groups,
     train_classifier,
     warmup_cosine,
@@ -117,3 +122,89 @@ def test_train_classifier_learns_a_separable_task():
     assert history.last("val_metric") > 0.9
     with pytest.raises(ValueError, match="no full batch"):
         train_classifier(model, TensorDataset(x[:10], y[:10]), data, Recipe(epochs=1, batch_size=64))
+
+
+# A fresh interpreter: this test process may have started autograd's threads, after which torch refuses
+# autograd in forked workers (parallel_map then runs serially; tested below).
+_PARALLEL_PROBE = """
+import os, torch
+from common.runtime import seed_everything
+from common.training import parallel_map
+
+def train(seed):  # a few Adam steps of a tiny MLP: its weights, and the process that trained it
+    seed_everything(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.GELU(), torch.nn.Linear(64, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(256, 8), torch.randn(256, 1)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+    return os.getpid(), torch.cat([p.detach().flatten() for p in model.parameters()])
+
+threads = torch.get_num_threads()
+torch.set_num_threads(1)
+expected = [train(s)[1] for s in range(3)]  # the reference: a plain loop here, on one thread
+torch.set_num_threads(threads)
+got = parallel_map(lambda s: train(s), range(3))  # a closure: the workers inherit it
+print(all(torch.equal(g, e) for (_, g), e in zip(got, expected)), len({p for p, _ in got} - {os.getpid()}) > 0,
+      torch.get_num_threads() == threads)
+"""
+
+
+def test_parallel_map_equals_a_plain_loop_on_one_thread_and_uses_other_processes():
+    env = dict(os.environ, COURSE_WORKERS="2", TQDM_DISABLE="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _PARALLEL_PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    equal, other_process, threads_restored = out.stdout.split()
+    assert equal == "True", "parallel results differ from the plain loop's"
+    assert threads_restored == "True"
+    if len(os.sched_getaffinity(0)) > 1:
+        assert other_process == "True", "no run left the calling process"
+
+
+def test_parallel_map_is_serial_with_one_worker_and_restores_the_thread_count(monkeypatch):
+    monkeypatch.setenv("COURSE_WORKERS", "1")
+    threads = torch.get_num_threads()
+    assert parallel_map(lambda s: (os.getpid(), torch.get_num_threads()), [0, 1]) == [(os.getpid(), 1)] * 2
+    assert torch.get_num_threads() == threads
+    assert parallel_workers("cuda") == 1  # CUDA cannot be forked
+    assert parallel_workers("cpu:0") == 1  # scripts/check_devices' emulated accelerator
+
+
+def test_parallel_map_passes_a_workers_error_on(monkeypatch):
+    monkeypatch.setenv("COURSE_WORKERS", "2")
+
+    def fails(i):
+        if i == 1:
+            raise ValueError("run 1 diverged")
+        return i
+
+    with pytest.raises(ValueError, match="run 1 diverged"):
+        parallel_map(fails, [0, 1, 2])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: parallel_map is serial")
+def test_parallel_map_runs_serially_where_torch_refuses_autograd_in_a_fork(monkeypatch):
+    monkeypatch.setenv("COURSE_WORKERS", "2")
+    parent = os.getpid()
+
+    def job(i):  # torch's own message, raised in a worker as torch raises it there
+        if os.getpid() != parent:
+            raise RuntimeError(
+                "Unable to handle autograd's threading in combination with fork-based "
+                "multiprocessing. See https://github.com/pytorch/pytorch/wiki/Autograd-and-Fork"
+            )
+        return i * i
+
+    with pytest.warns(RuntimeWarning, match="one after another"):
+        assert parallel_map(job, [1, 2, 3]) == [1, 4, 9]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_parallel_workers_rejects_a_bad_setting_naming_the_fix(monkeypatch, value):
+    monkeypatch.setenv("COURSE_WORKERS", value)
+    with pytest.raises(ValueError, match="COURSE_WORKERS must be a whole number >= 1"):
+        parallel_workers()
