@@ -124,6 +124,9 @@ def test_train_classifier_learns_a_separable_task():
         train_classifier(model, TensorDataset(x[:10], y[:10]), data, Recipe(epochs=1, batch_size=64))
 
 
+# parallel_map forks only on Linux with more than one core (os.sched_getaffinity is missing on macOS and Windows).
+MULTICORE = sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1
+
 # A fresh interpreter: this test process may have started autograd's threads, after which torch refuses
 # autograd in forked workers (parallel_map then runs serially; tested below).
 _PARALLEL_PROBE = """
@@ -161,7 +164,7 @@ def test_parallel_map_equals_a_plain_loop_on_one_thread_and_uses_other_processes
     equal, other_process, threads_restored = out.stdout.split()
     assert equal == "True", "parallel results differ from the plain loop's"
     assert threads_restored == "True"
-    if len(os.sched_getaffinity(0)) > 1:
+    if MULTICORE:
         assert other_process == "True", "no run left the calling process"
 
 
@@ -186,7 +189,7 @@ def test_parallel_map_passes_a_workers_error_on(monkeypatch):
         parallel_map(fails, [0, 1, 2])
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: parallel_map is serial")
+@pytest.mark.skipif(not MULTICORE, reason="one core or not Linux: parallel_map is serial")
 def test_parallel_map_runs_serially_where_torch_refuses_autograd_in_a_fork(monkeypatch):
     monkeypatch.setenv("COURSE_WORKERS", "2")
     parent = os.getpid()
