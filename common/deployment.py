@@ -311,8 +311,9 @@ def count_torch_calls(fn: Callable, *args) -> int:
 
 def compiled(model: nn.Module, example: torch.Tensor, **options) -> tuple[Callable, float]:
     """``torch.compile(model, **options)`` and the seconds its first call took (tracing, Inductor's code
-    generation and the C++ compiler: paid once, before any timed call). ``dynamic=True`` compiles one
-    graph for every batch size."""
+    generation and the C++ compiler: paid once, before any timed call). With ``dynamic=True`` and a
+    batch-1 example torch still specialises size 1: the first larger batch compiles a second, dynamic graph,
+    which then serves every batch size of 2 and more (that second compile is not in the seconds returned)."""
     start = time.perf_counter()
     fn = torch.compile(model, **options)
     with torch.no_grad():

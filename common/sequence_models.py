@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from common.blocks import TransformerBlock
 from common.positional import SinusoidalPositionalEncoding
 from common.sine_waves import SineWaveSplits
-from common.training import History, evaluate, fit, warmup_cosine
+from common.training import History, evaluate, fit, tensor_loader, warmup_cosine
 
 
 class TransformerRegressor(nn.Module):
@@ -171,10 +170,10 @@ def train_regressor(
     """The one training recipe every model of labs 6.4 and 6.5 gets: Adam, linear warm-up + cosine decay to 0
     (``warmup_fraction=0``: a constant rate instead), MSE loss, the same epochs and batches (``seed`` fixes
     the shuffling order). Returns the history, the test MSE and the measured training time."""
-    loader = DataLoader(
-        splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    loader = tensor_loader(
+        splits.train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
-    val_loader = DataLoader(splits.val, batch_size=1024)
+    val_loader = tensor_loader(splits.val, 1024)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     total = epochs * len(loader)
     scheduler = warmup_cosine(optimizer, int(warmup_fraction * total), total) if warmup_fraction else None
@@ -193,7 +192,7 @@ def train_regressor(
         desc=desc,
     )
     seconds = time.perf_counter() - start
-    test = evaluate(model, DataLoader(splits.test, batch_size=1024), nn.MSELoss(), device, metric=None)
+    test = evaluate(model, tensor_loader(splits.test, 1024), nn.MSELoss(), device, metric=None)
     return RegressionRun(history, test["loss"], seconds)
 
 
@@ -232,8 +231,8 @@ def train_recall(
 ) -> RecallRun:
     """:func:`train_regressor`'s recipe (Adam, warm-up + cosine) with cross-entropy, for
     :func:`common.recall.recall_splits`; returns the test accuracy overall and per lag."""
-    loader = DataLoader(
-        splits.train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    loader = tensor_loader(
+        splits.train, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     total = epochs * len(loader)
@@ -245,7 +244,7 @@ def train_recall(
         epochs=epochs,
         optimizer=optimizer,
         loss_fn=nn.CrossEntropyLoss(),
-        val_loader=DataLoader(splits.val, batch_size=1024),
+        val_loader=tensor_loader(splits.val, 1024),
         scheduler=scheduler,
         device=device,
         metric="accuracy",
@@ -253,7 +252,7 @@ def train_recall(
     )
     seconds = time.perf_counter() - start
     by_lag = recall_accuracy_by_lag(model, splits.test, device)
-    test = evaluate(model, DataLoader(splits.test, batch_size=1024), nn.CrossEntropyLoss(), device)
+    test = evaluate(model, tensor_loader(splits.test, 1024), nn.CrossEntropyLoss(), device)
     return RecallRun(history, test["metric"], by_lag, seconds)
 
 

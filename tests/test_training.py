@@ -17,6 +17,7 @@ from common.training import (
     parallel_map,
     parallel_workers,
     param_groups,
+    tensor_loader,
     train_classifier,
     warmup_cosine,
 )
@@ -89,6 +90,27 @@ def test_warmup_cosine_steps_the_learning_rate_through_the_schedule():
     cosine = [2.0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / 9))) for i in range(10)]
     assert lrs[4:14] == pytest.approx(cosine)
     assert lrs[13:] == pytest.approx([0.2, 0.2, 0.2])
+
+
+@pytest.mark.parametrize("shuffle, seeded", [(True, True), (True, False), (False, False)])
+def test_tensor_loader_gives_dataloaders_batches_and_draws_the_same_random_numbers(shuffle, seeded):
+    data = TensorDataset(torch.randn(203, 5, 2), torch.arange(203))  # 203: a last, shorter batch
+    g1, g2 = (torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)) if seeded else (None, None)
+    reference = DataLoader(data, batch_size=16, shuffle=shuffle, generator=g1)
+    loader = tensor_loader(data, 16, shuffle=shuffle, generator=g2)
+    assert len(loader) == len(reference) == 13
+    for _ in range(3):  # every epoch, not only the first: each one draws a new permutation
+        torch.manual_seed(11)
+        expected = list(reference)
+        after_reference = torch.rand(1)
+        torch.manual_seed(11)
+        got = list(loader)
+        assert torch.equal(torch.rand(1), after_reference)  # the global generator was used alike
+        assert len(got) == len(expected)
+        for (x, y), (ex, ey) in zip(got, expected):
+            assert torch.equal(x, ex) and torch.equal(y, ey)
+    if seeded:
+        assert torch.equal(g1.get_state(), g2.get_state())
 
 
 def test_bad_arguments():
