@@ -39,6 +39,9 @@ def test_failure_names_notebook_and_cell_and_exits_nonzero(tmp_path, monkeypatch
     assert "week6/02_bad.ipynb: cell" in err and "ZeroDivisionError" in err
     executed = nbformat.read(tmp_path / "outputs/executed/week6/01_ok.ipynb", as_version=4)
     assert "full" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    # the failed notebook is written too (once, at its error), with the traceback the message points to
+    failed = nbformat.read(tmp_path / "outputs/executed/week6/02_bad.ipynb", as_version=4)
+    assert any(o.get("ename") == "ZeroDivisionError" for c in failed.cells for o in c.get("outputs", []))
 
 
 def test_missing_declared_figure_fails(tmp_path, monkeypatch, capsys):
