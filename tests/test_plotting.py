@@ -42,9 +42,8 @@ def test_savefig_shows_what_the_inline_backend_would_show(tmp_path, monkeypatch)
     reference = Image.open(expected)
     assert abs(got.width - reference.width) <= 2 and abs(got.height - reference.height) <= 2
     saved = Image.open(tmp_path / "tests" / "02_inline.png")
-    assert (
-        saved.width > 1.3 * got.width
-    )  # the file keeps savefig.dpi (130), the notebook shows figure.dpi (90)
+    # the file keeps savefig.dpi (130), the notebook shows figure.dpi (90)
+    assert saved.width > 1.3 * got.width
     # the same picture: the mean colour of the shown image is that of matplotlib's own rendering
     assert np.allclose(
         np.asarray(got.convert("RGB")).mean((0, 1)), np.asarray(reference.convert("RGB")).mean((0, 1)), atol=6
