@@ -9,9 +9,9 @@ model's answers (lab 4.5, the benchmark app's runtime choice).
 - :func:`quantize_onnx_int8`: ONNX Runtime's dynamic quantization (int8 weights, activations quantized per call);
   :func:`quantize_torch_int8`: torch's own dynamic int8 ``nn.Linear`` (``torch.ao``, deprecated in favour of
   the separate torchao package, which the course does not install).
-- :class:`Autocast` (:func:`autocast`), :func:`compiled`, :func:`channels_last`: the other paths, as callables
-  like the model (``Autocast`` also trains: mixed precision). :func:`count_torch_calls`: how many torch calls one
-  forward makes from Python (the per-call overhead that dominates at batch 1).
+- :class:`Autocast` (:func:`autocast`), :func:`compiled` (:func:`first_call_seconds`), :func:`channels_last`: the
+  other paths, as callables like the model (``Autocast`` also trains: mixed precision). :func:`count_torch_calls`:
+  how many torch calls one forward makes from Python (the per-call overhead that dominates at batch 1).
 - :func:`logits_of`, :func:`agreement`: logits over a whole set in batches, and what a path changed against the
   eager fp32 reference (max |Δ logit|, top-1 agreement, accuracy change).
 - :func:`gpu_only_reason`: the one-line reason a GPU-only path (fp16 autocast, CUDA graphs, TensorRT) is skipped.
@@ -309,16 +309,22 @@ def count_torch_calls(fn: Callable, *args) -> int:
     return counter.calls
 
 
-def compiled(model: nn.Module, example: torch.Tensor, **options) -> tuple[Callable, float]:
-    """``torch.compile(model, **options)`` and the seconds its first call took (tracing, Inductor's code
-    generation and the C++ compiler: paid once, before any timed call). With ``dynamic=True`` and a
-    batch-1 example torch still specialises size 1: the first larger batch compiles a second, dynamic graph,
-    which then serves every batch size of 2 and more (that second compile is not in the seconds returned)."""
+def first_call_seconds(fn: Callable, example: torch.Tensor) -> float:
+    """Seconds of one untimed ``fn(example)`` under no_grad: for a compiled function, the compile it triggers."""
     start = time.perf_counter()
-    fn = torch.compile(model, **options)
     with torch.no_grad():
         fn(example)
-    return fn, time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def compiled(model: nn.Module, example: torch.Tensor, **options) -> tuple[Callable, float]:
+    """``torch.compile(model, **options)`` and the seconds its first call took (tracing, Inductor's code
+    generation and the C++ compiler: paid once, before any timed call). A new input shape compiles again on
+    its first call (:func:`first_call_seconds` times it): with ``dynamic=False`` one static graph per batch
+    size; with ``dynamic=True`` and a batch-1 example torch still specialises size 1, so the first larger
+    batch compiles a second, dynamic graph, which then serves every batch size of 2 and more."""
+    fn = torch.compile(model, **options)
+    return fn, first_call_seconds(fn, example)
 
 
 def channels_last(model: nn.Module) -> Callable:

@@ -220,3 +220,14 @@ def test_gpu_check_report_collects_targets_and_gpu_lines(tmp_path):
     assert "1/2 notebooks passed; total 500.5 s, OVER the budget of 480 s" in text
     assert f"- {gpu_check.DEPLOYMENT}: `target fastest: 3.1x (goal >= 3x): met`" in text
     assert "- `fp16 autocast: 1.2 ms -> 2.00x`" in text and "- week6/01: cell 3: X" in text
+
+
+def test_first_call_seconds_runs_the_call_once_without_autograd():
+    calls = []
+
+    def fn(x):
+        calls.append(torch.is_grad_enabled())
+        return x * 2
+
+    seconds = deployment.first_call_seconds(fn, torch.ones(3, requires_grad=True))
+    assert calls == [False] and seconds >= 0
